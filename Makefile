@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format model
+
+$(STAMP): builder/requirements-cpu.lock builder/setup_cpu_env.sh pyproject.toml
+	bash builder/setup_cpu_env.sh $(VENV)
+	touch $@
+
+## Prepare the default model (SmolLM2-135M-Instruct) once; later runs reuse the cache.
+model: $(STAMP)
+	$(PY) -m vllm_worker.default_model
+
+## Start the worker on the default model (or MODEL_NAME) with a local HTTP endpoint.
+run: model
+	$(PY) -m vllm_worker.local_run
+
+## Run every test on the real engine with the default model.
+test: model
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

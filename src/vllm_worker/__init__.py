@@ -1,0 +1,1 @@
+"""A RunPod serverless worker that serves an open LLM with vLLM."""

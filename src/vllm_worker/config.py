@@ -1,0 +1,245 @@
+"""Every setting of the worker, read once from the environment.
+
+Two kinds of settings live here, and this module is the single source the docs and the
+console/Hub files are checked against:
+
+* worker settings (`WorkerSettings`): concurrency and stream batching;
+* vLLM settings: every `vllm serve` option, named in UPPER_SNAKE case after its flag
+  (`--max-model-len` -> `MAX_MODEL_LEN`). The list is read from vLLM's own argument parser,
+  so it always matches the installed vLLM. Options that only concern vLLM's HTTP server
+  (host, port, TLS, CORS, API keys, ...) are left out: the worker has no HTTP server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+#: Names users already know from RunPod's worker, mapped onto `vllm serve` flags.
+ALIASES = {
+    "MODEL_NAME": "--model",
+    "MODEL_REVISION": "--revision",
+    "TOKENIZER_NAME": "--tokenizer",
+    "TOKENIZER_REVISION": "--tokenizer-revision",
+}
+
+#: Options of the `vllm serve` launcher itself (process layout, config file), not of a model.
+_LAUNCHER_DESTS = {"model_tag", "headless", "api_server_count", "config", "grpc", "help"}
+
+#: Share of RAM given to the KV cache on a machine without a GPU.
+CPU_KV_CACHE_SHARE = 0.1
+
+
+def cpu_defaults() -> dict[str, Any]:
+    """Defaults that differ from vLLM's on a machine without a GPU."""
+    import psutil
+
+    return {
+        # CUDA graphs do not exist on CPU; compiling instead costs minutes at start-up.
+        "enforce_eager": True,
+        # vLLM's CPU default sizes the KV cache as a share of RAM minus the process's own
+        # footprint, which leaves almost nothing on small machines: give it a fixed share.
+        "kv_cache_memory_bytes": int(psutil.virtual_memory().total * CPU_KV_CACHE_SHARE),
+    }
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+
+
+class ConfigError(Exception):
+    """A setting has a value the worker cannot use; the message is one line for the user."""
+
+
+class WorkerSettings(BaseModel):
+    """Settings of the worker itself; each field is read from the variable of its name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_concurrency: int = Field(
+        30, ge=1, description="Jobs one worker runs at once (the SDK's concurrency modifier)."
+    )
+    default_batch_size: int = Field(
+        50, ge=1, description="Largest number of tokens per streamed batch (max_batch_size)."
+    )
+    default_min_batch_size: int = Field(
+        1, ge=1, description="Tokens in the first streamed batch (min_batch_size)."
+    )
+    default_batch_size_growth_factor: float = Field(
+        3.0, ge=1, description="Factor by which each streamed batch grows over the previous one."
+    )
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [name.upper() for name in cls.model_fields]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
+        values = {
+            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            var = str(first["loc"][0]).upper()
+            raise ConfigError(f"{var}={first['input']!r}: {first['msg']}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything start-up needs: worker settings, the `vllm serve` namespace, the model name."""
+
+    worker: WorkerSettings
+    vllm_args: argparse.Namespace
+    served_model_name: str
+    cpu_defaults: dict[str, Any]
+
+
+class _Parser:
+    """vLLM's `vllm serve` parser, raising `ConfigError` instead of exiting the process."""
+
+    def __init__(self) -> None:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        class Raising(FlexibleArgumentParser):
+            def error(self, message: str) -> NoReturn:
+                raise ConfigError(message)
+
+        self.parser = make_arg_parser(Raising())
+
+    def parse(self, argv: list[str]) -> argparse.Namespace:
+        return self.parser.parse_args(argv)
+
+
+@functools.cache
+def _parser() -> _Parser:
+    return _Parser()
+
+
+def _server_only_dests() -> set[str]:
+    from vllm.entrypoints.launchers.cli_args import BaseFrontendArgs, FrontendArgs
+
+    def names(cls: type) -> set[str]:
+        return {field.name for field in dataclasses.fields(cls)}
+
+    return names(FrontendArgs) - names(BaseFrontendArgs)
+
+
+@functools.cache
+def vllm_env_vars() -> dict[str, argparse.Action]:
+    """Environment variable -> vLLM parser action, for every option the worker accepts."""
+    excluded = _server_only_dests() | _LAUNCHER_DESTS
+    mapping: dict[str, argparse.Action] = {}
+    for action in _parser().parser._actions:
+        if action.dest in excluded:
+            continue
+        for flag in action.option_strings:
+            if flag.startswith("--") and not flag.startswith("--no-"):
+                mapping[flag[2:].replace("-", "_").upper()] = action
+    for alias, flag in ALIASES.items():
+        mapping[alias] = next(a for a in mapping.values() if flag in a.option_strings)
+    return mapping
+
+
+def _shown(var: str, value: str) -> str:
+    return "<hidden>" if any(m in var for m in _SECRET_MARKERS) else repr(value)
+
+
+def _to_argv(var: str, value: str, action: argparse.Action) -> list[str]:
+    """One environment variable as `vllm serve` arguments."""
+    flag = next(s for s in action.option_strings if s.startswith("--"))
+    if action.nargs == 0:  # a switch: store_true or --flag/--no-flag
+        word = value.strip().lower()
+        if word in _TRUE:
+            return [flag]
+        if word in _FALSE:
+            negative = f"--no-{flag[2:]}"
+            return [negative] if negative in action.option_strings else []
+        raise ConfigError(f"{var}={_shown(var, value)}: expected true or false")
+    if action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction):
+        items = _list_items(var, value)
+        if isinstance(action, argparse._AppendAction):
+            return [part for item in items for part in (flag, item)]
+        return [flag, *items]
+    return [flag, value]
+
+
+def _list_items(var: str, value: str) -> list[str]:
+    """A list setting: a JSON list (or one JSON object), else whitespace-separated words."""
+    text = value.strip()
+    if text[:1] in "[{":
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{var}={_shown(var, value)}: malformed JSON ({error})") from None
+        items = parsed if isinstance(parsed, list) else [parsed]
+        return [item if isinstance(item, str) else json.dumps(item) for item in items]
+    return text.split()
+
+
+def vllm_argv(environ: Mapping[str, str]) -> list[str]:
+    """The `vllm serve` arguments set by the environment, each checked on its own.
+
+    Checking one variable at a time lets an error name the variable that caused it.
+    """
+    argv: list[str] = []
+    for var, action in vllm_env_vars().items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        args = _to_argv(var, value, action)
+        try:
+            _parser().parse(args)
+        except ConfigError as error:
+            raise ConfigError(f"{var}={_shown(var, value)}: {error}") from None
+        argv += args
+    return argv
+
+
+def _is_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def load(environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and check every setting; raise `ConfigError` with one clear line if one is wrong."""
+    from vllm_worker import default_model
+
+    worker = WorkerSettings.from_env(environ)
+    argv = vllm_argv(environ)
+    args = _parser().parse(argv)
+    if "--model" not in argv:
+        args.model = str(default_model.ensure_default_model())
+        args.served_model_name = args.served_model_name or [default_model.HUB_ID]
+    served = args.served_model_name[0] if args.served_model_name else args.model
+
+    applied: dict[str, Any] = {}
+    if _is_cpu():
+        given = {action.dest for var, action in vllm_env_vars().items() if environ.get(var)}
+        if "gpu_memory_utilization" in given:  # the user sized the cache their own way
+            given.add("kv_cache_memory_bytes")
+        applied = {k: v for k, v in cpu_defaults().items() if k not in given}
+        for key, value in applied.items():
+            setattr(args, key, value)
+    return Config(worker=worker, vllm_args=args, served_model_name=served, cpu_defaults=applied)
+
+
+def engine_args(config: Config):  # -> AsyncEngineArgs (import deferred: vLLM is heavy)
+    """The engine arguments of a loaded configuration."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs.from_cli_args(config.vllm_args)

@@ -1,0 +1,49 @@
+"""The one vLLM engine of the worker: created once at start-up and watched until it dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from vllm_worker.config import Config, engine_args
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a dead engine's running jobs get to report their failure before the process exits.
+DEATH_GRACE_S = 3.0
+
+
+def start_engine(config: Config):  # -> vllm.v1.engine.async_llm.AsyncLLM
+    """Create the `AsyncLLMEngine`; its core runs in a child process vLLM spawns."""
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(engine_args(config), usage_context=UsageContext.API_SERVER)
+
+
+class EngineWatch(threading.Thread):
+    """Exits the process non-zero once the engine is dead, so the platform replaces the worker.
+
+    A thread, not a task: it must notice a death even while no job (and so no event loop
+    work) is running. Running jobs see `EngineDeadError` and fail with a clear message
+    during the grace period; then the process ends, taking no more jobs it cannot serve.
+    `stop()` it before shutting the engine down on purpose.
+    """
+
+    def __init__(self, engine, interval_s: float = 0.5, grace_s: float = DEATH_GRACE_S) -> None:
+        super().__init__(name="engine-watch", daemon=True)
+        self._resources = engine.engine_core.resources
+        self._interval_s = interval_s
+        self._grace_s = grace_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            if self._resources.engine_dead:
+                logger.error("vLLM engine died; exiting in %.0f s", self._grace_s)
+                if not self._stopped.wait(self._grace_s):
+                    os._exit(1)
+
+    def stop(self) -> None:
+        self._stopped.set()

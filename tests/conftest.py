@@ -1,0 +1,42 @@
+"""One real engine on the default model, shared by the whole session to keep the suite fast."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_worker.config import Config, load
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return load({})
+
+
+@pytest.fixture(scope="session")
+async def engine(config):
+    from vllm_worker.engine import start_engine
+
+    engine = start_engine(config)
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def handler(engine, config):
+    from vllm_worker.handler import make_handler
+
+    return make_handler(engine, config)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(engine):
+    return engine.get_tokenizer()
+
+
+async def run_job(handler, job_input: object, job_id: str = "test") -> list[dict]:
+    """Every item the handler yields for one job."""
+    return [item async for item in handler({"id": job_id, "input": job_input})]
+
+
+def text_of(items: list[dict], choice: int = 0) -> str:
+    return "".join(piece for item in items for piece in item["choices"][choice]["tokens"])

@@ -1,0 +1,135 @@
+"""Settings from the environment: names derived from vLLM's parser, clear errors."""
+
+import pytest
+
+from vllm_worker import config
+from vllm_worker.config import ConfigError, WorkerSettings, vllm_argv, vllm_env_vars
+
+
+def test_every_engine_argument_has_a_variable():
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    engine_flags = {
+        s
+        for a in AsyncEngineArgs.add_cli_args(FlexibleArgumentParser())._actions
+        for s in a.option_strings
+        if s.startswith("--") and not s.startswith("--no-") and s != "--help"
+    }
+    names = {s[2:].replace("-", "_").upper() for s in engine_flags}
+    assert names <= set(vllm_env_vars())
+    for name in ["MAX_MODEL_LEN", "GPU_MEMORY_UTILIZATION", "TENSOR_PARALLEL_SIZE", "DTYPE"]:
+        assert name in vllm_env_vars()
+
+
+def test_serve_options_of_the_openai_layer_are_settings():
+    for name in ["RESPONSE_ROLE", "CHAT_TEMPLATE", "TOOL_CALL_PARSER", "LORA_MODULES"]:
+        assert name in vllm_env_vars()
+
+
+@pytest.mark.parametrize(
+    "name", ["HOST", "PORT", "API_KEY", "SSL_KEYFILE", "ALLOWED_ORIGINS", "ROOT_PATH", "HEADLESS"]
+)
+def test_http_server_options_are_not_read(name):
+    assert name not in vllm_env_vars()
+
+
+def test_aliases_map_onto_vllm_flags():
+    argv = vllm_argv(
+        {
+            "MODEL_NAME": "org/model",
+            "MODEL_REVISION": "abc",
+            "TOKENIZER_NAME": "org/tok",
+            "TOKENIZER_REVISION": "def",
+        }
+    )
+    pairs = dict(zip(argv[::2], argv[1::2], strict=True))
+    assert pairs == {
+        "--model": "org/model",
+        "--revision": "abc",
+        "--tokenizer": "org/tok",
+        "--tokenizer-revision": "def",
+    }
+
+
+def test_values_are_converted_to_flags():
+    argv = vllm_argv(
+        {
+            "MAX_MODEL_LEN": "2048",
+            "ENFORCE_EAGER": "false",
+            "TRUST_REMOTE_CODE": "true",
+            "LORA_MODULES": '{"name": "a", "path": "/x", "base_model_name": "m"}',
+        }
+    )
+    assert argv[argv.index("--max-model-len") :][:2] == ["--max-model-len", "2048"]
+    assert "--no-enforce-eager" in argv
+    assert "--trust-remote-code" in argv
+    assert argv[argv.index("--lora-modules") + 1].startswith('{"name": "a"')
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MAX_MODEL_LEN": "abc"}, "MAX_MODEL_LEN='abc'"),
+        ({"DTYPE": "float7"}, "DTYPE='float7'"),
+        ({"ENFORCE_EAGER": "maybe"}, "ENFORCE_EAGER='maybe': expected true or false"),
+        ({"LORA_MODULES": "[{broken"}, "LORA_MODULES='[{broken': malformed JSON"),
+        ({"HF_TOKEN": ""}, None),
+    ],
+)
+def test_invalid_values_name_the_variable(env, expected):
+    if expected is None:
+        assert vllm_argv(env) == []
+        return
+    with pytest.raises(ConfigError) as caught:
+        vllm_argv(env)
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+def test_secret_values_are_not_echoed():
+    with pytest.raises(ConfigError) as caught:
+        vllm_argv({"MAX_MODEL_LEN": "1", "HF_TOKEN": "hf_secret", "DTYPE": "nope"})
+    assert "hf_secret" not in str(caught.value)
+
+
+def test_worker_settings_defaults_and_errors():
+    assert WorkerSettings.from_env({}) == WorkerSettings(
+        max_concurrency=30,
+        default_batch_size=50,
+        default_min_batch_size=1,
+        default_batch_size_growth_factor=3.0,
+    )
+    assert (
+        WorkerSettings.from_env(
+            {"DEFAULT_BATCH_SIZE_GROWTH_FACTOR": "1.5"}
+        ).default_batch_size_growth_factor
+        == 1.5
+    )
+    with pytest.raises(ConfigError, match=r"^MAX_CONCURRENCY='zero': "):
+        WorkerSettings.from_env({"MAX_CONCURRENCY": "zero"})
+    with pytest.raises(ConfigError, match=r"^DEFAULT_BATCH_SIZE='0': .*greater than or equal to 1"):
+        WorkerSettings.from_env({"DEFAULT_BATCH_SIZE": "0"})
+
+
+def test_cpu_defaults_apply_unless_overridden(monkeypatch):
+    monkeypatch.setattr(config, "_is_cpu", lambda: True)
+    base = {"MODEL_NAME": "org/model"}
+    loaded = config.load(base)
+    assert loaded.vllm_args.enforce_eager is True
+    assert loaded.vllm_args.kv_cache_memory_bytes > 0
+    assert loaded.served_model_name == "org/model"
+
+    loaded = config.load({**base, "ENFORCE_EAGER": "false", "GPU_MEMORY_UTILIZATION": "0.3"})
+    assert loaded.vllm_args.enforce_eager is False
+    assert loaded.vllm_args.kv_cache_memory_bytes is None
+    assert loaded.cpu_defaults == {}
+
+
+def test_default_model_is_served_under_its_hub_id():
+    from vllm_worker import default_model
+
+    loaded = config.load({})
+    assert loaded.served_model_name == default_model.HUB_ID
+    assert loaded.vllm_args.model == str(default_model.ensure_default_model())
