@@ -13,9 +13,15 @@ $(STAMP): builder/requirements-cpu.lock builder/setup_cpu_env.sh pyproject.toml
 model: $(STAMP)
 	$(PY) -m vllm_worker.default_model
 
-## Start the worker on the default model (or MODEL_NAME) with a local HTTP endpoint.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+## Start the worker on the default model (or MODEL_NAME) with the runpod SDK's local API server.
 run: model
-	$(PY) -m vllm_worker.local_run
+	@echo "Starting the worker; once it logs 'ready for jobs', call it from another shell:"
+	@echo "  curl -s http://$(HOST):$(PORT)/runsync -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"input\": {\"prompt\": \"The capital city of France is\", \"sampling_params\": {\"temperature\": 0, \"max_tokens\": 20}}}'"
+	$(PY) -m vllm_worker --rp_serve_api --rp_api_host $(HOST) --rp_api_port $(PORT)
 
 ## Run every test on the real engine with the default model.
 test: model
