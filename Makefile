@@ -13,15 +13,10 @@ $(STAMP): builder/requirements-cpu.lock builder/setup_cpu_env.sh pyproject.toml
 model: $(STAMP)
 	$(PY) -m vllm_worker.default_model
 
-HOST ?= 127.0.0.1
-PORT ?= 8000
-
-## Start the worker on the default model (or MODEL_NAME) with the runpod SDK's local API server.
+## Start the worker on the default model (or MODEL_NAME) behind a local RunPod endpoint
+## on http://127.0.0.1:8000 (HOST and PORT change it).
 run: model
-	@echo "Starting the worker; once it logs 'ready for jobs', call it from another shell:"
-	@echo "  curl -s http://$(HOST):$(PORT)/runsync -H 'Content-Type: application/json' \\"
-	@echo "    -d '{\"input\": {\"prompt\": \"The capital city of France is\", \"sampling_params\": {\"temperature\": 0, \"max_tokens\": 20}}}'"
-	$(PY) -m vllm_worker --rp_serve_api --rp_api_host $(HOST) --rp_api_port $(PORT)
+	$(PY) -m vllm_worker.local
 
 ## Run every test on the real engine with the default model.
 test: model

@@ -40,3 +40,16 @@ async def run_job(handler, job_input: object, job_id: str = "test") -> list[dict
 
 def text_of(items: list[dict], choice: int = 0) -> str:
     return "".join(piece for item in items for piece in item["choices"][choice]["tokens"])
+
+
+@pytest.fixture(scope="session")
+def local_endpoint(tmp_path_factory):
+    """The local endpoint with a real worker (its own engine), key required, 8 jobs at once."""
+    from tests.local_endpoint import LocalEndpoint
+
+    endpoint = LocalEndpoint(tmp_path_factory.mktemp("local") / "endpoint.log", MAX_CONCURRENCY="8")
+    try:
+        endpoint.wait_ready()
+        yield endpoint
+    finally:
+        endpoint.stop()

@@ -18,10 +18,11 @@ import functools
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ ALIASES = {
     "MODEL_REVISION": "--revision",
     "TOKENIZER_NAME": "--tokenizer",
     "TOKENIZER_REVISION": "--tokenizer-revision",
+    "OPENAI_RESPONSE_ROLE": "--response-role",
+    "CUSTOM_CHAT_TEMPLATE": "--chat-template",
+    "OPENAI_SERVED_MODEL_NAME_OVERRIDE": "--served-model-name",
 }
 
 #: Options of the `vllm serve` launcher itself (process layout, config file), not of a model.
@@ -62,10 +66,31 @@ class ConfigError(Exception):
     """A setting has a value the worker cannot use; the message is one line for the user."""
 
 
-class WorkerSettings(BaseModel):
-    """Settings of the worker itself; each field is read from the variable of its name."""
+class EnvSettings(BaseModel):
+    """Settings read from environment variables named after their fields in upper case."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [name.upper() for name in cls.model_fields]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        values = {
+            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            var = str(first["loc"][0]).upper()
+            shown = _shown(var, str(first["input"]))
+            raise ConfigError(f"{var}={shown}: {first['msg']}") from None
+
+
+class WorkerSettings(EnvSettings):
+    """Settings of the worker itself."""
 
     max_concurrency: int = Field(
         30, ge=1, description="Jobs one worker runs at once (the SDK's concurrency modifier)."
@@ -79,22 +104,30 @@ class WorkerSettings(BaseModel):
     default_batch_size_growth_factor: float = Field(
         3.0, ge=1, description="Factor by which each streamed batch grows over the previous one."
     )
+    raw_openai_output: bool = Field(
+        True,
+        description="Stream OpenAI jobs as vLLM's SSE text (true) or as lists of parsed chunks.",
+    )
 
-    @classmethod
-    def env_names(cls) -> list[str]:
-        return [name.upper() for name in cls.model_fields]
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
-        values = {
-            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
-        }
-        try:
-            return cls.model_validate(values)
-        except ValidationError as error:
-            first = error.errors()[0]
-            var = str(first["loc"][0]).upper()
-            raise ConfigError(f"{var}={first['input']!r}: {first['msg']}") from None
+class LocalEndpointSettings(EnvSettings):
+    """Settings of the local endpoint that `make run` puts in front of the worker."""
+
+    host: str = Field("127.0.0.1", description="Address the local endpoint listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the local endpoint.")
+    runpod_api_key: SecretStr | None = Field(
+        None, description="When set, every request needs `Authorization: Bearer <key>`."
+    )
+    endpoint_id: str | None = Field(
+        None, description="The only endpoint id accepted in paths; any id when unset."
+    )
+    restart_worker: bool = Field(False, description="Restart the worker when it dies.")
+    execution_timeout: float = Field(
+        600, gt=0, description="Seconds a job may run before it ends TIMED_OUT."
+    )
+    max_request_bytes: int = Field(
+        10_000_000, ge=1024, description="Largest request body accepted (413 above)."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +242,25 @@ def vllm_argv(environ: Mapping[str, str]) -> list[str]:
     return argv
 
 
+def _check_serve_args(args: argparse.Namespace) -> None:
+    """vLLM's own cross-option checks of `vllm serve` (chat template, tool choice, ...).
+
+    `vllm serve` runs them before loading the model; so do we, so that a bad combination
+    stops start-up instead of failing every OpenAI job. Flags in the message are given as
+    the variables that set them.
+    """
+    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
+    from vllm.exceptions import VLLMError
+
+    try:
+        validate_parsed_serve_args(args)
+    except (TypeError, ValueError, OSError, VLLMError) as error:
+        message = str(error).removeprefix("Error: ")
+        raise ConfigError(
+            re.sub(r"--([a-z0-9-]+)", lambda m: m[1].replace("-", "_").upper(), message)
+        ) from None
+
+
 def _is_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -222,6 +274,7 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     worker = WorkerSettings.from_env(environ)
     argv = vllm_argv(environ)
     args = _parser().parse(argv)
+    _check_serve_args(args)
     if "--model" not in argv:
         args.model = str(default_model.ensure_default_model())
         args.served_model_name = args.served_model_name or [default_model.HUB_ID]

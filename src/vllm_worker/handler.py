@@ -1,7 +1,8 @@
 """The RunPod handler: validate a job, run it on the engine, report failures as job errors.
 
-A yielded `{"error": "..."}` ends the job as FAILED with that message (the SDK's contract),
-so bad input never raises out of the handler and never disturbs other jobs.
+A job whose input has `openai_route` goes to vLLM's OpenAI app (`openai_jobs`); any other is
+a native job. A yielded `{"error": "..."}` ends the job as FAILED with that message (the SDK's
+contract), so bad input never raises out of the handler and never disturbs other jobs.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 from vllm_worker import native
 from vllm_worker.config import Config
 from vllm_worker.errors import JobInputError
 from vllm_worker.jobs import parse_native
+from vllm_worker.openai_jobs import OpenAIError, OpenAIServer
 
 logger = logging.getLogger(__name__)
 
@@ -27,19 +30,26 @@ def make_handler(engine, config: Config) -> Handler:
     from vllm.v1.engine.exceptions import EngineDeadError
 
     tokenizer = engine.get_tokenizer()
+    openai = OpenAIServer(engine, config)
 
     async def handler(job: dict) -> AsyncIterator[dict]:
         job_id = str(job.get("id", "local"))
+        job_input = job.get("input")
+        is_openai = isinstance(job_input, dict) and "openai_route" in job_input
         started = time.perf_counter()
-        outcome, last = "failed", None
+        outcome, last, count = "failed", None, 0
         try:
-            request = native.build_request(parse_native(job.get("input")), tokenizer, config.worker)
-            request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
-            async for item in native.generate(engine, request, request_id):
-                last = item
-                yield item
+            if is_openai:
+                items = openai.run(job_input)
+            else:
+                request = native.build_request(parse_native(job_input), tokenizer, config.worker)
+                items = native.generate(engine, request, f"{job_id}-{uuid.uuid4().hex[:8]}")
+            async with aclosing(items):
+                async for item in items:
+                    last, count = item, count + 1
+                    yield item
             outcome = "completed"
-        except JobInputError as error:
+        except (JobInputError, OpenAIError) as error:
             yield {"error": str(error)}
         except EngineDeadError:
             yield {"error": "the vLLM engine died; this worker is shutting down"}
@@ -47,21 +57,24 @@ def make_handler(engine, config: Config) -> Handler:
             outcome = "cancelled"
             raise
         finally:
-            _log_job(job_id, outcome, last, time.perf_counter() - started)
+            # One line per job, with counts and timings only: never prompt or output text.
+            detail = (
+                f"openai_route={job_input['openai_route']} items={count}"
+                if is_openai
+                else _counts(last)
+            )
+            logger.info(
+                "job %s %s in %.2fs: %s", job_id, outcome, time.perf_counter() - started, detail
+            )
 
     return handler
 
 
-def _log_job(job_id: str, outcome: str, last: dict | None, seconds: float) -> None:
-    """One line per job, with counts and timings only: never prompt or output text."""
+def _counts(last: dict | None) -> str:
+    """Token counts and finish reasons of a native job, from its last item."""
     usage = (last or {}).get("usage", {})
-    finish = [c.get("finish_reason") for c in (last or {}).get("choices", [])]
-    logger.info(
-        "job %s %s in %.2fs: prompt_tokens=%s output_tokens=%s finish=%s",
-        job_id,
-        outcome,
-        seconds,
-        usage.get("input"),
-        usage.get("output"),
-        ",".join(str(f) for f in finish) or "-",
+    finish = [str(c.get("finish_reason")) for c in (last or {}).get("choices", [])]
+    return (
+        f"prompt_tokens={usage.get('input')} output_tokens={usage.get('output')} "
+        f"finish={','.join(finish) or '-'}"
     )

@@ -20,7 +20,20 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class NativeJob(BaseModel):
+class StreamBatching:
+    """Mixin for job models with the optional fields `min_batch_size`, `max_batch_size` and
+    `batch_size_growth_factor`; each model declares them, so they keep their place in it."""
+
+    def policy(self, settings: WorkerSettings) -> BatchPolicy:
+        """The batch policy: per-job values over the environment's defaults."""
+        return BatchPolicy(
+            min_size=self.min_batch_size or settings.default_min_batch_size,
+            max_size=self.max_batch_size or settings.default_batch_size,
+            growth=self.batch_size_growth_factor or settings.default_batch_size_growth_factor,
+        )
+
+
+class NativeJob(StreamBatching, BaseModel):
     """A native job's input, as documented in RunPod's "Send vLLM requests" page."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -53,14 +66,6 @@ class NativeJob(BaseModel):
         if self.apply_chat_template:
             return [{"role": "user", "content": self.prompt}]
         return None
-
-    def policy(self, settings: WorkerSettings) -> BatchPolicy:
-        """The batch policy: per-job values over the environment's defaults."""
-        return BatchPolicy(
-            min_size=self.min_batch_size or settings.default_min_batch_size,
-            max_size=self.max_batch_size or settings.default_batch_size,
-            growth=self.batch_size_growth_factor or settings.default_batch_size_growth_factor,
-        )
 
 
 def parse_native(raw: object) -> NativeJob:

@@ -1,0 +1,369 @@
+"""The local endpoint's HTTP app: RunPod's public API for users, its worker protocol for workers.
+
+Public routes live under `/v2/{endpoint_id}/` exactly as on `api.runpod.ai`; the worker routes
+under `/_worker/` speak what the runpod SDK's platform mode expects from `RUNPOD_WEBHOOK_*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vllm_worker.local.store import Job, JobStore, Status
+
+#: How long `/stream` waits for a new item before answering with none.
+STREAM_WAIT_S = 2.0
+#: How long a worker's job-take and job-stop polls are held open.
+POLL_WAIT_S = 10.0
+#: `/runsync` waits this long by default, as the platform does; `?wait=ms` changes it.
+RUNSYNC_WAIT_S = 90.0
+RUNSYNC_MAX_WAIT_S = 300.0
+#: Results of `/run` jobs are kept 30 minutes, of `/runsync` jobs 1 minute, as on the platform.
+RUN_RETENTION_S = 30 * 60.0
+RUNSYNC_RETENTION_S = 60.0
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Endpoint:
+    """Routes of one local endpoint over a `JobStore`."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        worker_alive: Callable[[], bool],
+        execution_timeout_s: float,
+        endpoint_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.worker_alive = worker_alive
+        self.execution_timeout_s = execution_timeout_s
+        self.endpoint_id = endpoint_id
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        return body
+
+    def _job(self, request: Request) -> Job | JSONResponse:
+        if (wrong := self._wrong_endpoint(request)) is not None:
+            return wrong
+        job = self.store.jobs.get(request.path_params["job_id"])
+        return job if job is not None else _error(404, "request does not exist")
+
+    def _wrong_endpoint(self, request: Request) -> JSONResponse | None:
+        given = request.path_params.get("endpoint_id")
+        if self.endpoint_id and given != self.endpoint_id:
+            return _error(404, f"endpoint {given} does not exist")
+        return None
+
+    def _submit(self, body: dict[str, Any], retention_s: float) -> Job | JSONResponse:
+        if "input" not in body:
+            return _error(400, "the request body needs an `input` field")
+        policy = body.get("policy") or {}
+        timeout_ms = policy.get("executionTimeout") if isinstance(policy, dict) else None
+        if timeout_ms is not None and (
+            not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or timeout_ms < 1000
+        ):
+            return _error(400, "policy.executionTimeout must be an integer of at least 1000 (ms)")
+        timeout_s = timeout_ms / 1000 if timeout_ms else self.execution_timeout_s
+        return self.store.submit(body["input"], timeout_s, retention_s)
+
+    async def _new_job(self, request: Request, retention_s: float) -> Job | JSONResponse:
+        if (wrong := self._wrong_endpoint(request)) is not None:
+            return wrong
+        body = await self._body(request)
+        return body if isinstance(body, JSONResponse) else self._submit(body, retention_s)
+
+    # --- public API --------------------------------------------------------------------
+
+    async def run(self, request: Request) -> Response:
+        job = await self._new_job(request, RUN_RETENTION_S)
+        if isinstance(job, JSONResponse):
+            return job
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
+    async def runsync(self, request: Request) -> Response:
+        try:
+            wait_s = float(request.query_params.get("wait", RUNSYNC_WAIT_S * 1000)) / 1000
+        except ValueError:
+            return _error(400, "wait must be a number of milliseconds")
+        job = await self._new_job(request, RUNSYNC_RETENTION_S)
+        if isinstance(job, JSONResponse):
+            return job
+        await _until_final(job, min(max(wait_s, 1.0), RUNSYNC_MAX_WAIT_S))
+        return JSONResponse(job.view())
+
+    async def status(self, request: Request) -> Response:
+        job = self._job(request)
+        return job if isinstance(job, JSONResponse) else JSONResponse(job.view())
+
+    async def stream(self, request: Request) -> Response:
+        """Items produced since the previous call, waiting briefly when there are none yet."""
+        job = self._job(request)
+        if isinstance(job, JSONResponse):
+            return job
+        if job.delivered == len(job.items) and not job.status.final:
+            await job.wait(STREAM_WAIT_S)
+        items, job.delivered = job.items[job.delivered :], len(job.items)
+        body: dict[str, Any] = {
+            "id": job.id,
+            "status": job.status.value,
+            "stream": [{"output": item} for item in items],
+        }
+        if job.error is not None:
+            body["error"] = job.error
+        return JSONResponse(body)
+
+    async def cancel(self, request: Request) -> Response:
+        job = self._job(request)
+        if isinstance(job, JSONResponse):
+            return job
+        self.store.cancel(job)
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
+    async def health(self, request: Request) -> Response:
+        if (wrong := self._wrong_endpoint(request)) is not None:
+            return wrong
+        return JSONResponse(self.store.health(self.worker_alive()))
+
+    async def purge_queue(self, request: Request) -> Response:
+        if (wrong := self._wrong_endpoint(request)) is not None:
+            return wrong
+        return JSONResponse({"removed": self.store.purge_queue(), "status": "completed"})
+
+    # --- OpenAI-compatible routes, relayed as openai_route jobs ------------------------
+
+    async def openai(self, request: Request) -> Response:
+        if (wrong := self._wrong_endpoint(request)) is not None:
+            return wrong
+        job_input: dict[str, Any] = {"openai_route": "/v1/" + request.path_params["path"]}
+        body: Any = None
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return _openai_error(400, "the request body is not valid JSON")
+            job_input["openai_input"] = body
+        job = self.store.submit(job_input, self.execution_timeout_s, RUN_RETENTION_S)
+        try:
+            if isinstance(body, dict) and body.get("stream") is True:
+                return await self._openai_stream(job)
+            await _until_final(job, self.execution_timeout_s)
+        except asyncio.CancelledError:
+            self.store.cancel(job)  # the client went away
+            raise
+        if job.status is Status.COMPLETED:
+            first = job.output[0] if isinstance(job.output, list) and job.output else job.output
+            return JSONResponse(first)
+        return _openai_failure(job)
+
+    async def _openai_stream(self, job: Job) -> Response:
+        """An SSE response fed by the job's items as the worker yields them."""
+        while not job.items and not job.status.final:
+            await job.wait(POLL_WAIT_S)
+        if not job.items and job.status is not Status.COMPLETED:
+            return _openai_failure(job)
+
+        async def events() -> AsyncIterator[bytes]:
+            raw = True
+            try:
+                async for item in self.store.stream(job, POLL_WAIT_S):
+                    raw = isinstance(item, str)
+                    yield _sse(item)
+                if job.status is not Status.COMPLETED:
+                    failure = json.loads(_openai_failure(job).body)
+                    yield f"data: {json.dumps(failure)}\n\n".encode()
+                elif not raw:
+                    yield b"data: [DONE]\n\n"
+            finally:
+                self.store.cancel(job)  # a no-op once finished; stops it if the client left
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    # --- the worker protocol of the runpod SDK (platform mode) -------------------------
+
+    async def job_take(self, request: Request) -> Response:
+        batch = request.url.path.split("/")[2] == "job-take-batch"
+        count = _int(request.query_params.get("batch_size"), 1) if batch else 1
+        jobs = await self.store.take(request.path_params["worker_id"], count, POLL_WAIT_S)
+        if not jobs:
+            return Response(status_code=204)
+        payload = [{"id": job.id, "input": job.input} for job in jobs]
+        return JSONResponse(payload if batch else payload[0])
+
+    async def job_stop(self, request: Request) -> Response:
+        ids = await self.store.stops(request.path_params["worker_id"], POLL_WAIT_S)
+        return JSONResponse({"jobsToStop": ids}) if ids else Response(status_code=204)
+
+    async def job_stream(self, request: Request) -> Response:
+        data = json.loads(await request.body())
+        self.store.add_item(request.path_params["job_id"], data.get("output"))
+        return Response(status_code=200)
+
+    async def job_done(self, request: Request) -> Response:
+        result = json.loads(await request.body())
+        self.store.finish(request.path_params["job_id"], result)
+        return Response(status_code=200)
+
+    def routes(self) -> list[Route]:
+        public = "/v2/{endpoint_id}"
+        worker = "/_worker"
+        both = ["GET", "POST"]
+        return [
+            Route(f"{public}/run", self.run, methods=["POST"]),
+            Route(f"{public}/runsync", self.runsync, methods=["POST"]),
+            Route(f"{public}/status/{{job_id}}", self.status, methods=both),
+            Route(f"{public}/stream/{{job_id}}", self.stream, methods=both),
+            Route(f"{public}/cancel/{{job_id}}", self.cancel, methods=["POST"]),
+            Route(f"{public}/health", self.health, methods=["GET"]),
+            Route(f"{public}/purge-queue", self.purge_queue, methods=["POST"]),
+            Route(f"{public}/openai/v1/{{path:path}}", self.openai, methods=both),
+            Route(f"{worker}/job-take/{{worker_id}}", self.job_take, methods=["GET"]),
+            Route(f"{worker}/job-take-batch/{{worker_id}}", self.job_take, methods=["GET"]),
+            Route(f"{worker}/job-stop/{{worker_id}}", self.job_stop, methods=["GET"]),
+            Route(
+                f"{worker}/job-stream/{{worker_id}}/{{job_id}}", self.job_stream, methods=["POST"]
+            ),
+            Route(f"{worker}/job-done/{{worker_id}}/{{job_id}}", self.job_done, methods=["POST"]),
+        ]
+
+
+async def _until_final(job: Job, timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not job.status.final and (remaining := deadline - loop.time()) > 0:
+        await job.wait(remaining)
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return max(int(text), 1) if text is not None else default
+    except ValueError:
+        return default
+
+
+def _sse(item: Any) -> bytes:
+    """One streamed item as SSE bytes: raw SSE text as is, parsed chunk objects re-framed."""
+    if isinstance(item, str):
+        return item.encode()
+    chunks = item if isinstance(item, list) else [item]
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks).encode()
+
+
+def _openai_error(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": status}},
+        status_code=status,
+    )
+
+
+def _openai_failure(job: Job) -> JSONResponse:
+    """A failed OpenAI job as the OpenAI error (and HTTP status) the worker reported."""
+    if job.status is Status.CANCELLED:
+        return _openai_error(499, "the request was cancelled", "CancelledError")
+    if job.status is Status.TIMED_OUT:
+        return _openai_error(504, job.error or "the request timed out", "TimeoutError")
+    try:
+        parsed = json.loads(job.error or "")
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        inner = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
+        code = inner.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            return JSONResponse(parsed, status_code=code)
+    return _openai_error(500, job.error or "the job failed", "InternalServerError")
+
+
+class Guard:
+    """ASGI middleware: the API key on public routes, the worker token on worker routes,
+    and a size limit on request bodies."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, worker_token: str, max_body: int):
+        self.app = app
+        self.api_key = api_key
+        self.worker_token = worker_token
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        path = scope["path"]
+        if path.startswith("/_worker/"):
+            if not hmac.compare_digest(request.query_params.get("token", ""), self.worker_token):
+                return await _error(403, "unknown worker")(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if self.api_key is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                return await _error(401, "Unauthorized: send Authorization: Bearer <key>")(
+                    scope, receive, send
+                )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return await too_large(self.max_body)(scope, receive, send)
+        return await self.app(scope, self._limited(receive), send)
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise _TooLarge
+            return message
+
+        return limited
+
+
+class _TooLarge(Exception):
+    """A body without Content-Length turned out larger than the limit while being read."""
+
+
+def too_large(limit: int) -> JSONResponse:
+    return _error(413, f"the request body is larger than the limit of {limit:,} bytes")
+
+
+def build_app(
+    store: JobStore,
+    worker_alive: Callable[[], bool],
+    *,
+    api_key: str | None,
+    worker_token: str,
+    execution_timeout_s: float,
+    max_body_bytes: int,
+    endpoint_id: str | None = None,
+    lifespan: Callable | None = None,
+) -> ASGIApp:
+    endpoint = Endpoint(store, worker_alive, execution_timeout_s, endpoint_id)
+
+    async def on_too_large(request: Request, exc: Exception) -> Response:
+        return too_large(max_body_bytes)
+
+    app = Starlette(
+        routes=endpoint.routes(),
+        exception_handlers={_TooLarge: on_too_large},
+        lifespan=lifespan,
+    )
+    return Guard(app, api_key, worker_token, max_body_bytes)

@@ -1,0 +1,104 @@
+"""The worker process behind the local endpoint, started and watched as RunPod would.
+
+The worker runs unchanged in the SDK's platform mode: the `RUNPOD_WEBHOOK_*` variables point
+it at the local endpoint's worker routes instead of RunPod's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Mapping
+
+from vllm_worker.local.store import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a worker gets to finish after SIGTERM before it is killed.
+STOP_GRACE_S = 30.0
+
+
+def worker_environment(base: Mapping[str, str], url: str, token: str, worker_id: str) -> dict:
+    """The worker's environment: the platform's webhook variables, and no user API key."""
+    env = {k: v for k, v in base.items() if k != "RUNPOD_API_KEY"}
+    query = f"?token={token}"
+    env.update(
+        RUNPOD_POD_ID=worker_id,
+        RUNPOD_WEBHOOK_GET_JOB=f"{url}/_worker/job-take/$ID{query}",
+        RUNPOD_WEBHOOK_POST_STREAM=f"{url}/_worker/job-stream/$RUNPOD_POD_ID/$ID{query}",
+        RUNPOD_WEBHOOK_POST_OUTPUT=f"{url}/_worker/job-done/$RUNPOD_POD_ID/$ID{query}",
+    )
+    env.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+    # The SDK's system checks probe a public DNS server; they are meant for platform hardware.
+    env.setdefault("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "true")
+    return env
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the worker if the endpoint dies without stopping it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerProcess:
+    """Runs `python -m vllm_worker` and reports its death to the job store."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        url: str,
+        restart: bool,
+        on_exit: Callable[[int], None],
+        command: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.url = url
+        self.restart = restart
+        self.on_exit = on_exit
+        self.token = secrets.token_urlsafe(24)
+        self.command = command or [sys.executable, "-m", "vllm_worker"]
+        self.process: asyncio.subprocess.Process | None = None
+        self._generation = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def run(self) -> None:
+        """Start the worker and keep watching it until it ends for good."""
+        while True:
+            self._generation += 1
+            worker_id = f"local-worker-{self._generation}"
+            env = worker_environment(os.environ, self.url, self.token, worker_id)
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command, env=env, preexec_fn=_die_with_parent
+            )
+            code = await self.process.wait()
+            message = f"the worker process exited with code {code} while this job was running"
+            self.store.worker_exited(None, message, fail_queued=not self.restart)
+            if not self.restart:
+                logger.error("worker exited with code %s; stopping the local endpoint", code)
+                self.on_exit(code or 1)
+                return
+            logger.error("worker exited with code %s; restarting it", code)
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after the grace period."""
+        self.restart = False
+        if not self.alive:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()

@@ -1,0 +1,281 @@
+"""RunPod's documented requests, unchanged but for base URL and key, against the local endpoint.
+
+The endpoint runs the real worker (SDK platform mode, real engine, default model) in its own
+processes, exactly as `make run` starts them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import subprocess
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.engine
+
+POEM_JOB = {
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Write a short poem."},
+    ],
+    "sampling_params": {"temperature": 0.7, "max_tokens": 100},
+}
+HAIKU_JOB = {
+    "prompt": "Write a haiku about nature.",
+    "sampling_params": {"temperature": 0.8, "max_tokens": 50},
+}
+LONG_STREAM = {
+    "prompt": "Tell a very long story.",
+    "stream": True,
+    "sampling_params": {"max_tokens": 3000, "ignore_eos": True},
+}
+
+
+def poll(endpoint, job_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = requests.get(
+            f"{endpoint.url}/status/{job_id}", headers=endpoint.headers, timeout=10
+        )
+        status.raise_for_status()
+        body = status.json()
+        if body["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
+            return body
+        time.sleep(0.2)
+    raise TimeoutError(job_id)
+
+
+def output_text(result: dict) -> str:
+    return "".join(t for item in result["output"] for t in item["choices"][0]["tokens"])
+
+
+def test_requests_run_then_status(local_endpoint):
+    """The page's Python example: POST /run with requests, then poll /status."""
+    response = requests.post(
+        f"{local_endpoint.url}/run",
+        headers={**local_endpoint.headers, "Content-Type": "application/json"},
+        json={"input": POEM_JOB},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    started = response.json()
+    assert started["status"] == "IN_QUEUE" and started["id"]
+    result = poll(local_endpoint, started["id"])
+    assert result["status"] == "COMPLETED"
+    assert result["delayTime"] >= 0 and result["executionTime"] > 0
+    assert output_text(result).strip()
+    assert result["output"][0]["usage"]["output"] > 0
+
+
+def curl(endpoint, path: str, body: dict) -> dict:
+    completed = subprocess.run(
+        [
+            "curl", "-sS", "-X", "POST", f"{endpoint.url}/{path}",
+            "-H", f"Authorization: Bearer {endpoint.api_key}",
+            "-H", "Content-Type: application/json",
+            "-d", json.dumps(body),
+        ],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return json.loads(completed.stdout)
+
+
+def test_curl_run_and_runsync(local_endpoint):
+    """The page's cURL example, to /run and to /runsync."""
+    queued = curl(local_endpoint, "run", {"input": HAIKU_JOB})
+    assert queued["status"] == "IN_QUEUE"
+    assert poll(local_endpoint, queued["id"])["status"] == "COMPLETED"
+
+    job = {
+        "prompt": "The capital city of France is",
+        "sampling_params": {"temperature": 0, "max_tokens": 20},
+    }
+    done = curl(local_endpoint, "runsync", {"input": job})
+    assert done["status"] == "COMPLETED"
+    assert "Paris" in output_text(done)
+
+
+@pytest.fixture
+def runpod_endpoint(local_endpoint):
+    import runpod
+
+    runpod.api_key = local_endpoint.api_key
+    runpod.endpoint_url_base = local_endpoint.url.rsplit("/", 1)[0]
+    return runpod.Endpoint("local")
+
+
+def test_runpod_sdk_run_sync_run_and_stream(runpod_endpoint):
+    output = runpod_endpoint.run_sync({"input": POEM_JOB}, timeout=120)
+    assert output[0]["choices"][0]["tokens"][0].strip()
+
+    job = runpod_endpoint.run({"input": HAIKU_JOB})
+    assert job.output(timeout=120)[0]["usage"]["output"] > 0
+    assert job.status() == "COMPLETED"
+
+    streamed = runpod_endpoint.run(
+        {
+            "input": {
+                **HAIKU_JOB,
+                "stream": True,
+                "sampling_params": {"max_tokens": 40, "ignore_eos": True},
+            }
+        }
+    )
+    items = list(streamed.stream())
+    assert [item["usage"]["output"] for item in items] == [1, 4, 13, 40]
+
+
+def test_stream_delivers_batches_while_the_job_runs(local_endpoint):
+    job_id = requests.post(
+        f"{local_endpoint.url}/run",
+        headers=local_endpoint.headers,
+        json={"input": LONG_STREAM},
+        timeout=10,
+    ).json()["id"]
+    try:
+        seen: list[dict] = []
+        deadline = time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:
+            body = requests.get(
+                f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
+            ).json()
+            seen = body["stream"]
+        assert body["status"] == "IN_PROGRESS"
+        assert seen[0]["output"]["usage"]["output"] == 1
+        again = requests.post(
+            f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
+        ).json()
+        assert all(item["output"]["usage"]["output"] > 1 for item in again["stream"])
+    finally:
+        requests.post(
+            f"{local_endpoint.url}/cancel/{job_id}", headers=local_endpoint.headers, timeout=10
+        )
+
+
+def test_cancel_mid_stream_ends_the_job_and_aborts_the_request(local_endpoint):
+    job_id = requests.post(
+        f"{local_endpoint.url}/run",
+        headers=local_endpoint.headers,
+        json={"input": LONG_STREAM},
+        timeout=10,
+    ).json()["id"]
+    while not requests.get(
+        f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
+    ).json()["stream"]:
+        pass
+    cancelled = requests.post(
+        f"{local_endpoint.url}/cancel/{job_id}", headers=local_endpoint.headers, timeout=10
+    )
+    assert cancelled.json() == {"id": job_id, "status": "CANCELLED"}
+    assert poll(local_endpoint, job_id)["status"] == "CANCELLED"
+    # The worker's handler logs the end of the job after its vLLM request was aborted.
+    deadline = time.monotonic() + 30
+    while f"job {job_id} cancelled" not in local_endpoint.log.read_text():
+        assert time.monotonic() < deadline, "the worker never stopped the job"
+        time.sleep(0.2)
+    health = requests.get(
+        f"{local_endpoint.url}/health", headers=local_endpoint.headers, timeout=10
+    ).json()
+    assert health["jobs"]["inProgress"] == 0
+
+
+def test_fifty_jobs_at_once_all_complete_exactly_once(local_endpoint):
+    def submit(i: int) -> str:
+        job = {
+            "prompt": f"Item {i}:",
+            "stream": i % 2 == 0,
+            "sampling_params": {"max_tokens": 8 + i % 5, "ignore_eos": True},
+        }
+        return requests.post(
+            f"{local_endpoint.url}/run",
+            headers=local_endpoint.headers,
+            json={"input": job},
+            timeout=30,
+        ).json()["id"]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(submit, range(50)))
+    assert len(set(ids)) == 50
+    results = [poll(local_endpoint, job_id, timeout_s=300) for job_id in ids]
+    assert [r["status"] for r in results] == ["COMPLETED"] * 50
+    assert [r["output"][-1]["usage"]["output"] for r in results] == [8 + i % 5 for i in range(50)]
+    log = local_endpoint.log.read_text()
+    assert all(len(re.findall(rf"job {job_id} completed", log)) == 1 for job_id in ids)
+    running = re.findall(r"Jobs in progress: (\d+)", log)
+    assert max(int(n) for n in running) <= 8
+
+
+def test_failed_job_shows_failed_with_its_error(local_endpoint):
+    job_id = requests.post(
+        f"{local_endpoint.url}/run",
+        headers=local_endpoint.headers,
+        json={"input": {"prompt": "Hi", "sampling_params": {"top_p": 7}}},
+        timeout=10,
+    ).json()["id"]
+    result = poll(local_endpoint, job_id)
+    assert result["status"] == "FAILED"
+    assert result["error"].startswith("sampling_params.top_p")
+
+
+def test_requests_need_the_key(local_endpoint):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert (
+            requests.post(
+                f"{local_endpoint.url}/run", headers=headers, json={"input": HAIKU_JOB}, timeout=10
+            ).status_code
+            == 401
+        )
+        assert (
+            requests.get(f"{local_endpoint.url}/health", headers=headers, timeout=10).status_code
+            == 401
+        )
+        assert (
+            requests.post(
+                f"{local_endpoint.url}/openai/v1/chat/completions",
+                headers=headers,
+                json={},
+                timeout=10,
+            ).status_code
+            == 401
+        )
+
+
+def test_bad_requests_get_clear_http_errors(local_endpoint):
+    h = local_endpoint.headers
+    assert (
+        requests.post(
+            f"{local_endpoint.url}/run", headers=h, json={"prompt": "no input"}, timeout=10
+        ).status_code
+        == 400
+    )
+    assert (
+        requests.post(
+            f"{local_endpoint.url}/run", headers=h, data=b"{not json", timeout=10
+        ).status_code
+        == 400
+    )
+    assert (
+        requests.get(f"{local_endpoint.url}/status/nope", headers=h, timeout=10).status_code == 404
+    )
+    huge = requests.post(
+        f"{local_endpoint.url}/run",
+        headers=h,
+        json={"input": {"prompt": "x" * 11_000_000}},
+        timeout=30,
+    )
+    assert huge.status_code == 413 and "limit" in huge.json()["error"]
+
+
+def test_purge_queue_and_health_shapes(local_endpoint):
+    h = local_endpoint.headers
+    assert requests.post(f"{local_endpoint.url}/purge-queue", headers=h, timeout=10).json() == {
+        "removed": 0,
+        "status": "completed",
+    }
+    health = requests.get(f"{local_endpoint.url}/health", headers=h, timeout=10).json()
+    assert set(health["jobs"]) == {"completed", "failed", "inProgress", "inQueue", "retried"}
+    assert health["workers"]["idle"] + health["workers"]["running"] == 1
