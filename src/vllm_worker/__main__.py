@@ -20,9 +20,13 @@ def main() -> None:
     # The SDK logs every streamed item (prompt and output text) at its default DEBUG level.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
-    from vllm_worker.config import ConfigError, load
+    from vllm_worker.config import ConfigError, LocalEndpointSettings, load
 
     try:
+        if LocalEndpointSettings.from_env(os.environ).local_endpoint:
+            from vllm_worker.local.__main__ import main as serve_locally
+
+            return serve_locally()
         config = load()
     except ConfigError as error:
         print(f"vllm-worker: invalid setting: {error}", file=sys.stderr)

@@ -113,6 +113,10 @@ class WorkerSettings(EnvSettings):
 class LocalEndpointSettings(EnvSettings):
     """Settings of the local endpoint that `make run` puts in front of the worker."""
 
+    local_endpoint: bool = Field(
+        False,
+        description="Make `python -m vllm_worker` (the image's entrypoint) serve a local endpoint.",
+    )
     host: str = Field("127.0.0.1", description="Address the local endpoint listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the local endpoint.")
     runpod_api_key: SecretStr | None = Field(

@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 
 from vllm_worker.local.store import JobStore
@@ -22,11 +23,19 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a worker gets to finish after SIGTERM before it is killed.
 STOP_GRACE_S = 30.0
+#: Seconds the endpoint stays up after its worker died, so clients can read the failures.
+EXIT_GRACE_S = 3.0
 
 
 def worker_environment(base: Mapping[str, str], url: str, token: str, worker_id: str) -> dict:
-    """The worker's environment: the platform's webhook variables, and no user API key."""
-    env = {k: v for k, v in base.items() if k != "RUNPOD_API_KEY"}
+    """The worker's environment: the platform's webhook variables, and no user API key.
+
+    Local model paths are made absolute because the worker runs in a folder of its own.
+    """
+    env = {k: v for k, v in base.items() if k not in ("RUNPOD_API_KEY", "LOCAL_ENDPOINT")}
+    for var in ("MODEL_NAME", "TOKENIZER_NAME"):
+        if env.get(var) and os.path.exists(env[var]):
+            env[var] = os.path.abspath(env[var])
     query = f"?token={token}"
     env.update(
         RUNPOD_POD_ID=worker_id,
@@ -47,6 +56,12 @@ def _die_with_parent() -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill what the worker left behind (vLLM's engine core outlives a killed parent)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class WorkerProcess:
@@ -79,14 +94,23 @@ class WorkerProcess:
             self._generation += 1
             worker_id = f"local-worker-{self._generation}"
             env = worker_environment(os.environ, self.url, self.token, worker_id)
-            self.process = await asyncio.create_subprocess_exec(
-                *self.command, env=env, preexec_fn=_die_with_parent
-            )
-            code = await self.process.wait()
+            # A fresh folder per worker, like a fresh container on the platform: the SDK keeps
+            # its in-progress jobs in ./.runpod_jobs.pkl, and a stale one blocks a new worker.
+            with tempfile.TemporaryDirectory(prefix=f"{worker_id}-") as folder:
+                self.process = await asyncio.create_subprocess_exec(
+                    *self.command,
+                    env=env,
+                    cwd=folder,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+                code = await self.process.wait()
+                _kill_group(self.process.pid)
             message = f"the worker process exited with code {code} while this job was running"
             self.store.worker_exited(None, message, fail_queued=not self.restart)
             if not self.restart:
                 logger.error("worker exited with code %s; stopping the local endpoint", code)
+                await asyncio.sleep(EXIT_GRACE_S)  # clients may still read the failed jobs
                 self.on_exit(code or 1)
                 return
             logger.error("worker exited with code %s; restarting it", code)
@@ -102,3 +126,4 @@ class WorkerProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+        _kill_group(self.process.pid)

@@ -1,0 +1,112 @@
+"""The local endpoint's job queue and life cycle, without HTTP or an engine."""
+
+import asyncio
+
+from vllm_worker.local.store import JobStore, Status
+
+
+def submit(store: JobStore, timeout_s: float = 60, retention_s: float = 60):
+    return store.submit({"prompt": "Hi"}, timeout_s, retention_s)
+
+
+async def test_jobs_are_taken_in_order_and_in_batches():
+    store = JobStore()
+    jobs = [submit(store) for _ in range(3)]
+    taken = await store.take("w1", 2, wait_s=0.1)
+    assert taken == jobs[:2]
+    assert all(j.status is Status.IN_PROGRESS and j.worker_id == "w1" for j in taken)
+    assert await store.take("w1", 5, wait_s=0.1) == jobs[2:]
+    assert await store.take("w1", 5, wait_s=0.05) == []
+
+
+async def test_take_waits_for_a_job_to_arrive():
+    store = JobStore()
+    waiting = asyncio.create_task(store.take("w1", 1, wait_s=5))
+    await asyncio.sleep(0.05)
+    job = submit(store)
+    assert await asyncio.wait_for(waiting, 1) == [job]
+
+
+async def test_results_items_and_errors():
+    store = JobStore()
+    ok, bad = submit(store), submit(store)
+    await store.take("w1", 2, wait_s=0.1)
+    store.add_item(ok.id, {"n": 1})
+    store.finish(ok.id, {"output": [{"n": 1}]})
+    store.finish(bad.id, {"error": "sampling_params.top_p: too big"})
+    assert ok.view()["status"] == "COMPLETED" and ok.view()["output"] == [{"n": 1}]
+    assert bad.view()["error"] == "sampling_params.top_p: too big"
+    assert store.counts["completed"] == 1 and store.counts["failed"] == 1
+
+
+async def test_cancel_stops_a_running_job_on_its_worker_and_drops_late_results():
+    store = JobStore()
+    job = submit(store)
+    await store.take("w1", 1, wait_s=0.1)
+    stop_poll = asyncio.create_task(store.stops("w1", wait_s=5))
+    await asyncio.sleep(0.01)
+    store.cancel(job)
+    assert await asyncio.wait_for(stop_poll, 1) == [job.id]
+    store.finish(job.id, {"output": ["late"]})
+    store.add_item(job.id, "late")
+    assert job.status is Status.CANCELLED and job.items == [] and job.output is None
+
+
+async def test_cancel_and_purge_remove_queued_jobs():
+    store = JobStore()
+    first, second, third = submit(store), submit(store), submit(store)
+    store.cancel(first)
+    assert store.purge_queue() == 2
+    assert {j.status for j in (first, second, third)} == {Status.CANCELLED}
+    assert await store.take("w1", 3, wait_s=0.05) == []
+    assert await store.stops("w1", wait_s=0.05) == []
+
+
+async def test_execution_timeout_and_retention():
+    store = JobStore()
+    job = submit(store, timeout_s=0.05, retention_s=0.1)
+    await store.take("w1", 1, wait_s=0.1)
+    await asyncio.sleep(0.06)
+    store.sweep()
+    assert job.status is Status.TIMED_OUT and "execution timeout" in job.error
+    assert await store.stops("w1", wait_s=0.1) == [job.id]
+    await asyncio.sleep(0.1)
+    store.sweep()
+    assert job.id not in store.jobs
+
+
+async def test_finished_results_are_capped_in_number():
+    store = JobStore(max_finished=3)
+    jobs = [submit(store, retention_s=3600) for _ in range(5)]
+    for job in jobs:
+        store.cancel(job)
+    store.sweep()
+    assert set(store.jobs) == {j.id for j in jobs[2:]}
+
+
+async def test_dead_worker_fails_running_and_optionally_queued_jobs():
+    store = JobStore()
+    running, queued = submit(store), None
+    await store.take("w1", 1, wait_s=0.1)
+    queued = submit(store)
+    store.worker_exited(None, "the worker process exited", fail_queued=False)
+    assert running.status is Status.FAILED and queued.status is Status.IN_QUEUE
+    store.worker_exited(None, "the worker process exited", fail_queued=True)
+    assert queued.status is Status.FAILED and queued.error == "the worker process exited"
+    assert store.health(worker_alive=False)["workers"]["unhealthy"] == 1
+
+
+async def test_stream_follows_items_until_the_end():
+    store = JobStore()
+    job = submit(store)
+    await store.take("w1", 1, wait_s=0.1)
+
+    async def produce():
+        for i in range(3):
+            await asyncio.sleep(0.01)
+            store.add_item(job.id, i)
+        store.finish(job.id, {"output": [0, 1, 2]})
+
+    producer = asyncio.create_task(produce())
+    assert [item async for item in store.stream(job, wait_s=1)] == [0, 1, 2]
+    await producer

@@ -1,0 +1,172 @@
+"""OpenAI jobs without the engine: SSE event grouping, job input, the routes jobs may call."""
+
+import argparse
+import json
+from itertools import islice, pairwise
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vllm_worker.batching import BatchPolicy
+from vllm_worker.openai_jobs import (
+    EventBatches,
+    OpenAIError,
+    job_routes,
+    parse_openai,
+    parsed_events,
+    sse_text,
+)
+
+POLICY = BatchPolicy(min_size=1, max_size=4, growth=2)
+
+
+def _stream(payloads: list[dict]) -> bytes:
+    """An SSE stream as vLLM writes it: one `data:` event per chunk, then `[DONE]`."""
+    events = [f"data: {json.dumps(p, ensure_ascii=False)}\n\n" for p in payloads]
+    return "".join([*events, "data: [DONE]\n\n"]).encode()
+
+
+def _batches(stream: bytes, cuts: list[int], policy: BatchPolicy = POLICY) -> list[list[bytes]]:
+    batcher = EventBatches(policy)
+    bounds = [0, *sorted(cuts), len(stream)]
+    batches = [b for lo, hi in pairwise(bounds) for b in batcher.feed(stream[lo:hi])]
+    return [*batches, batcher.rest()]
+
+
+payloads = st.lists(
+    st.fixed_dictionaries({"delta": st.text(max_size=8), "index": st.integers(0, 3)}),
+    max_size=30,
+)
+
+
+@given(payloads, st.data())
+def test_events_survive_any_chunk_boundaries(chunk_payloads, data):
+    stream = _stream(chunk_payloads)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
+    batches = _batches(stream, cuts)
+    # Whole events only: each yield decodes on its own (no split character) and the
+    # concatenated yields are the stream itself.
+    texts = [sse_text(batch) for batch in batches]
+    assert "".join(texts).encode() == stream
+    assert all(text.endswith("\n\n") for text in texts if text)
+    parsed = [obj for batch in batches for obj in parsed_events(batch)]
+    assert parsed == chunk_payloads
+
+
+@given(payloads, st.data())
+def test_batches_follow_the_policy_whatever_the_chunks(chunk_payloads, data):
+    stream = _stream(chunk_payloads)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
+    sizes = [len(batch) for batch in _batches(stream, cuts)]
+    *full, last = sizes
+    assert full == list(islice(POLICY.sizes(), len(full)))
+    assert last <= list(islice(POLICY.sizes(), len(full) + 1))[-1]
+    assert sum(sizes) == len(chunk_payloads) + 1  # [DONE] included
+
+
+def test_one_chunk_per_event_gives_growing_batches():
+    stream = _stream([{"n": i} for i in range(12)])
+    events = [e + b"\n\n" for e in stream.split(b"\n\n")[:-1]]
+    batcher = EventBatches(POLICY)
+    sizes = [len(batch) for event in events for batch in batcher.feed(event)]
+    assert sizes == [1, 2, 4, 4]
+    assert len(batcher.rest()) == 2  # 13 events in all: [DONE] comes with the last one
+
+
+def test_parsed_events_take_data_lines_and_skip_done_and_comments():
+    events = [
+        b'event: response.created\ndata: {"type": "response.created"}',
+        b": keep-alive",
+        b'data: {"a":\ndata: 1}',
+        b"data: [DONE]",
+    ]
+    assert parsed_events(events) == [{"type": "response.created"}, {"a": 1}]
+
+
+def test_an_unterminated_tail_is_kept_as_the_last_event():
+    batcher = EventBatches(BatchPolicy(min_size=5, max_size=5, growth=1))
+    assert list(batcher.feed(b'data: {"a": 1}\n\ndata: {"b"')) == []
+    assert list(batcher.feed(b": 2}")) == []
+    assert batcher.rest() == [b'data: {"a": 1}', b'data: {"b": 2}']
+    assert sse_text([]) == ""
+
+
+def test_job_takes_batch_fields_beside_the_route():
+    job = parse_openai(
+        {"openai_route": "/v1/models", "min_batch_size": 2, "batch_size_growth_factor": 1.5}
+    )
+    assert job.openai_input is None
+    assert (job.min_batch_size, job.max_batch_size, job.batch_size_growth_factor) == (2, None, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("job_input", "expected"),
+    [
+        ({"openai_route": "/v1/models", "openai_input": "text"}, "openai_input: "),
+        ({"openai_route": 3}, "openai_route: "),
+        ({"openai_route": "/v1/models", "max_batch_size": 0}, "max_batch_size: "),
+        ({"openai_route": "/v1/models", "openai_inputs": {}}, "openai_inputs: unknown field"),
+    ],
+)
+def test_bad_job_input_is_an_openai_error(job_input, expected):
+    with pytest.raises(OpenAIError) as caught:
+        parse_openai(job_input)
+    error = json.loads(str(caught.value))["error"]
+    assert error["message"].startswith(expected), error
+    assert (error["type"], error["code"]) == ("BadRequestError", 400)
+
+
+def _app(config, tasks, model_config=None, **args):
+    """vLLM's app as `vllm serve` builds it; routes need no engine."""
+    from vllm.entrypoints.launchers.app import build_app
+
+    return build_app(argparse.Namespace(**{**vars(config.vllm_args), **args}), tasks, model_config)
+
+
+def _routes(config, tasks, model_config=None, **args) -> dict[str, str]:
+    return job_routes(_app(config, tasks, model_config, **args))
+
+
+SERVER_ROUTES = ["/health", "/ping", "/metrics", "/load", "/version", "/invocations", "/docs"]
+
+
+def test_generative_model_routes(config):
+    routes = _routes(config, ("generate",))
+    assert routes["/v1/models"] == "GET"
+    for path in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/tokenize",
+        "/detokenize",
+    ]:
+        assert routes[path] == "POST"
+    for path in [*SERVER_ROUTES, "/v1/embeddings", "/v1/responses/{response_id}"]:
+        assert path not in routes
+    # Scale-out routes are stubs unless enabled; their request-aborting route never counts.
+    assert "/v1/chat/completions/render" not in routes
+    enabled = _routes(config, ("generate",), enable_scale_out=True)
+    assert "/v1/chat/completions/render" in enabled
+    assert "/inference/v1/generate" in enabled
+    assert "/inference/v1/abort_requests" not in enabled
+
+
+def test_embedding_model_routes(config):
+    model_config = SimpleNamespace(get_pooling_task=lambda tasks: "embed")
+    routes = _routes(config, ("embed",), model_config)
+    assert {"/v1/embeddings", "/v1/models", "/tokenize", "/v1/score"} <= set(routes)
+    assert "/v1/chat/completions" not in routes
+    assert not set(SERVER_ROUTES) & set(routes)
+
+
+def test_development_routes_stay_unreachable(config, monkeypatch):
+    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")
+    app = _app(config, ("generate",))
+    routes = job_routes(app)
+    for path in ["/sleep", "/wake_up", "/collective_rpc", "/reset_prefix_cache", "/pause"]:
+        assert path in {route.path for route in app.routes}
+        assert path not in routes
+    assert "/v1/chat/completions" in routes
