@@ -2,7 +2,11 @@
 
 Each yielded item is `{"choices": [{"tokens": [...], "finish_reason": ...}, ...],
 "usage": {"input": P, "output": C}}`: one choice per sequence, `tokens` holding the text
-pieces since the previous item (streaming) or the whole text (not streaming).
+pieces since the previous item (streaming) or the whole text (not streaming). With
+`logprobs`, each choice also carries the log-probabilities of its tokens in that item.
+
+Best-of and beam search only know their winners at the end: a streaming job using them gets
+one item then, holding the winners' whole texts.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from vllm_worker import sampling
+from vllm_worker import beam, sampling
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobInputError
@@ -24,20 +28,25 @@ class NativeRequest:
     """What the engine needs for one native job."""
 
     prompt: dict[str, Any]  # a vLLM text or tokens prompt
-    params: Any  # vllm.SamplingParams
+    plan: sampling.Plan
     stream: bool
     policy: BatchPolicy
 
 
 def build_request(job: NativeJob, tokenizer, settings: WorkerSettings) -> NativeRequest:
-    """Template the chat (if any) and check the sampling parameters."""
+    """Template the chat (if any) and plan the generation from the sampling parameters."""
     from vllm.sampling_params import RequestOutputKind
 
-    params = sampling.parse(job.sampling_params)
-    params.output_kind = RequestOutputKind.DELTA if job.stream else RequestOutputKind.FINAL_ONLY
+    plan = sampling.parse(job.sampling_params)
+    incremental = job.stream and plan.best_of is None and plan.beam is None
+    plan.params.output_kind = (
+        RequestOutputKind.DELTA if incremental else RequestOutputKind.FINAL_ONLY
+    )
     chat = job.chat()
     if chat is None:
         prompt: dict[str, Any] = {"prompt": job.prompt}
+        if plan.beam is not None:  # beam search extends token sequences
+            prompt = {"prompt_token_ids": tokenizer.encode(job.prompt)}
     else:
         field = "messages" if job.messages is not None else "prompt"
         try:
@@ -46,33 +55,53 @@ def build_request(job: NativeJob, tokenizer, settings: WorkerSettings) -> Native
             raise JobInputError(f"{field}: the chat template failed: {error}") from None
         # The template already holds BOS and friends: do not add them twice.
         prompt = {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
-    return NativeRequest(prompt, params, job.stream, job.policy(settings))
+    return NativeRequest(prompt, plan, incremental, job.policy(settings))
 
 
 async def generate(engine, request: NativeRequest, request_id: str) -> AsyncIterator[dict]:
     """Run one request, yielding output items; closing this generator aborts the request."""
     from vllm.exceptions import VLLMClientError
 
-    outputs = engine.generate(request.prompt, request.params, request_id)
-    batches = _Batches(request.params.n, request.policy)
-    async with aclosing(outputs):
-        try:
+    plan = request.plan
+    batches = _Batches(plan.n, request.policy, plan.logprobs)
+    try:
+        if plan.beam is not None:
+            result = await beam.search(
+                engine,
+                request.prompt["prompt_token_ids"],
+                plan.beam,
+                request_id,
+                engine.get_tokenizer(),
+            )
+            yield batches.final(result)
+            return
+        outputs = engine.generate(request.prompt, plan.params, request_id)
+        async with aclosing(outputs):
             async for output in outputs:
                 if not request.stream:
-                    yield batches.final(output)
+                    yield batches.final(_best(output, plan.n) if plan.best_of else output)
                 elif batches.add(output):
                     yield batches.flush()
-        except VLLMClientError as error:
-            raise JobInputError(f"prompt: {error}") from None
+    except VLLMClientError as error:
+        raise JobInputError(f"prompt: {error}") from None
+
+
+def _best(output, n: int) -> beam.SearchResult:
+    """The `n` candidates with the highest cumulative log-probability, re-indexed."""
+    ranked = sorted(output.outputs, key=lambda seq: seq.cumulative_logprob, reverse=True)[:n]
+    winners = [dataclasses.replace(seq, index=i) for i, seq in enumerate(ranked)]
+    return beam.SearchResult(list(output.prompt_token_ids or ()), winners)
 
 
 class _Batches:
     """Collects delta outputs per sequence and tells when a batch is full."""
 
-    def __init__(self, n: int, policy: BatchPolicy) -> None:
+    def __init__(self, n: int, policy: BatchPolicy, logprobs: bool) -> None:
         self._sizes = policy.sizes()
         self._target = next(self._sizes)
+        self._logprobs = logprobs
         self._pieces: list[list[str]] = [[] for _ in range(n)]
+        self._probs: list[list] = [[] for _ in range(n)]
         self._new = [0] * n  # tokens since the last flush, per sequence
         self._total = [0] * n
         self._finish: list[str | None] = [None] * n
@@ -84,6 +113,8 @@ class _Batches:
         for seq in output.outputs:
             if seq.text:
                 self._pieces[seq.index].append(seq.text)
+            if self._logprobs and seq.logprobs:
+                self._probs[seq.index].extend(zip(seq.token_ids, seq.logprobs, strict=False))
             self._new[seq.index] += len(seq.token_ids)
             self._finish[seq.index] = seq.finish_reason
         return output.finished or max(self._new) >= self._target
@@ -91,24 +122,43 @@ class _Batches:
     def flush(self) -> dict:
         for i, count in enumerate(self._new):
             self._total[i] += count
-        item = self._item(self._pieces)
+        item = self._item(self._pieces, self._probs)
         self._pieces = [[] for _ in self._pieces]
+        self._probs = [[] for _ in self._probs]
         self._new = [0] * len(self._new)
         self._target = next(self._sizes)
         return item
 
     def final(self, output) -> dict:
-        """The single item of a non-streaming job, from its final output."""
+        """The single item of a job that is not streamed token by token."""
         self._prompt_tokens = len(output.prompt_token_ids or ())
-        for seq in output.outputs:
+        outputs = sorted(output.outputs, key=lambda s: s.index)
+        for seq in outputs:
             self._total[seq.index] = len(seq.token_ids)
             self._finish[seq.index] = seq.finish_reason
-        return self._item([[seq.text] for seq in sorted(output.outputs, key=lambda s: s.index)])
+        probs = [list(zip(s.token_ids, s.logprobs or (), strict=False)) for s in outputs]
+        return self._item([[seq.text] for seq in outputs], probs)
 
-    def _item(self, pieces: list[list[str]]) -> dict:
-        choices = [
-            {"tokens": tokens, "finish_reason": finish}
-            for tokens, finish in zip(pieces, self._finish, strict=True)
-        ]
+    def _item(self, pieces: list[list[str]], probs: list[list]) -> dict:
+        choices = []
+        for tokens, finish, positions in zip(pieces, self._finish, probs, strict=True):
+            choice: dict[str, Any] = {"tokens": tokens, "finish_reason": finish}
+            if self._logprobs:
+                choice["logprobs"] = [_position(token, top) for token, top in positions]
+            choices.append(choice)
         usage = {"input": self._prompt_tokens, "output": sum(self._total)}
         return {"choices": choices, "usage": usage}
+
+
+def _position(token_id: int, top: dict) -> dict:
+    """One generated token's log-probability and the top alternatives vLLM returned."""
+    chosen = top[token_id]
+    return {
+        "token_id": token_id,
+        "token": chosen.decoded_token,
+        "logprob": chosen.logprob,
+        "top_logprobs": [
+            {"token_id": tid, "token": lp.decoded_token, "logprob": lp.logprob}
+            for tid, lp in sorted(top.items(), key=lambda item: item[1].rank or 0)
+        ],
+    }

@@ -1,16 +1,73 @@
-"""The documented `sampling_params` of native jobs, checked and mapped onto vLLM.
+"""The documented `sampling_params` of native jobs: the one table of names, types, defaults and
+ranges, its validation, and its mapping onto vLLM.
 
-Defaults and ranges follow RunPod's documentation; vLLM's own checks in `SamplingParams`
-run afterwards as a second line, so nothing invalid reaches the engine.
+vLLM 0.32 dropped `best_of`, `use_beam_search`, `length_penalty` and `early_stopping` from
+`SamplingParams`; the worker still honours them (see `native` and `beam`), so the plan built
+here says how to generate, not only with which `SamplingParams`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from vllm_worker.errors import JobInputError, describe
+
+#: Marks a parameter plain vLLM 0.32 does not accept, which the worker implements itself.
+BEYOND_VLLM = {"beyond_vllm": True}
+
+#: `SamplingParams` fields not offered to jobs: the worker's own plumbing (output kind, stream
+#: interval, cloning), vLLM's internal output format, and debugging or RL-only switches.
+NOT_OFFERED = frozenset(
+    {
+        "output_kind",
+        "stream_interval",
+        "skip_clone",
+        "output_text_buffer_length",
+        "flat_logprobs",
+        "prompt_logprob_token_ids",
+        "routed_experts_prompt_start",
+        "trace_decode_token_ids",
+    }
+)
+
+#: Legacy structured-output names users still send, and their current `structured_outputs` key.
+LEGACY_GUIDED = {
+    "guided_json": "json",
+    "guided_regex": "regex",
+    "guided_choice": "choice",
+    "guided_grammar": "grammar",
+}
+
+#: What beam search honours; anything else set away from its default is rejected.
+BEAM_PARAMS = frozenset(
+    {
+        "n",
+        "best_of",
+        "use_beam_search",
+        "length_penalty",
+        "early_stopping",
+        "temperature",
+        "max_tokens",
+        "ignore_eos",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "include_stop_str_in_output",
+        "seed",
+    }
+)
+
+TokenId = Annotated[int, Field(ge=0)]
 
 
 class SamplingInput(BaseModel):
@@ -20,42 +77,111 @@ class SamplingInput(BaseModel):
 
     n: int = Field(1, ge=1, description="Number of output sequences returned.")
     best_of: int | None = Field(
-        None, ge=1, description="Sequences generated before the best `n` are kept (default n)."
+        None,
+        ge=1,
+        description="Sequences generated; the `n` with the highest cumulative log-probability "
+        "are returned. Defaults to `n`.",
+        json_schema_extra=BEYOND_VLLM,
     )
-    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty for tokens present.")
-    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty by token frequency.")
-    repetition_penalty: float = Field(1.0, gt=0, description="Penalty for repeated tokens.")
-    temperature: float = Field(1.0, ge=0, le=2, description="Randomness; 0 is greedy.")
+    presence_penalty: float = Field(
+        0.0, ge=-2, le=2, description="Penalizes tokens already present in the text."
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2, le=2, description="Penalizes tokens by their frequency in the text."
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="Penalizes repeated tokens; 1.0 means no penalty."
+    )
+    temperature: float = Field(
+        1.0, ge=0, le=2, description="Randomness; 0 is greedy (and required for beam search)."
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Probability mass of top tokens kept.")
-    top_k: int = Field(-1, ge=-1, description="Top tokens kept; -1 or 0 keeps all.")
-    min_p: float = Field(0.0, ge=0, le=1, description="Minimum probability relative to the top.")
-    use_beam_search: bool = Field(False, description="Beam search instead of sampling.")
-    length_penalty: float = Field(1.0, description="Beam search length penalty.")
-    early_stopping: bool | Literal["never"] = Field(False, description="Beam search stopping.")
+    top_k: int = Field(-1, ge=-1, description="Top tokens kept; -1 (or 0) keeps all.")
+    min_p: float = Field(
+        0.0, ge=0, le=1, description="Minimum probability relative to the most likely token."
+    )
+    use_beam_search: bool = Field(
+        False,
+        description="Beam search of width `max(n, best_of)` instead of sampling.",
+        json_schema_extra=BEYOND_VLLM,
+    )
+    length_penalty: float = Field(
+        1.0,
+        description="Beam search: scores are divided by length to this power.",
+        json_schema_extra=BEYOND_VLLM,
+    )
+    early_stopping: bool | Literal["never"] = Field(
+        False,
+        description="Beam search: `true` stops once `beam_width` candidates finished, `false` "
+        'once no better candidate is possible, `"never"` only at `max_tokens`.',
+        json_schema_extra=BEYOND_VLLM,
+    )
     stop: str | list[str] | None = Field(None, description="Stop at any of these strings.")
-    stop_token_ids: list[int] | None = Field(None, description="Stop at any of these tokens.")
+    stop_token_ids: list[TokenId] | None = Field(
+        None, description="Stop at any of these token ids."
+    )
     ignore_eos: bool = Field(False, description="Keep generating after end-of-sequence.")
     max_tokens: int = Field(16, ge=1, description="Most tokens generated per sequence.")
+    min_tokens: int = Field(0, ge=0, description="Tokens generated before a stop may end it.")
     skip_special_tokens: bool = Field(True, description="Leave special tokens out of the text.")
     spaces_between_special_tokens: bool = Field(
         True, description="Put spaces between special tokens in the text."
     )
-    seed: int | None = Field(None, description="Random seed, for reproducible sampling.")
-    min_tokens: int = Field(0, ge=0, description="Tokens generated before a stop may end it.")
-    logprobs: int | None = Field(None, ge=0, description="Top log-probabilities per token.")
-    prompt_logprobs: int | None = Field(
-        None, ge=0, description="Log-probabilities per prompt token."
-    )
     include_stop_str_in_output: bool = Field(False, description="Keep the stop string in text.")
+    seed: int | None = Field(None, description="Random seed, for reproducible sampling.")
+    logprobs: int | None = Field(
+        None, ge=-1, description="Log-probabilities of this many top tokens per output token."
+    )
+    prompt_logprobs: int | None = Field(
+        None, ge=-1, description="Log-probabilities of this many top tokens per prompt token."
+    )
+    prompt_logprob_start: int | None = Field(
+        None, ge=0, description="First prompt position to score with `prompt_logprobs`."
+    )
+    logprob_token_ids: list[TokenId] | None = Field(
+        None, description="Return log-probabilities of exactly these tokens."
+    )
     # JSON object keys are strings: token ids in `logit_bias` arrive as "123".
     logit_bias: dict[Annotated[int, Strict(False)], float] | None = Field(
-        None, description="Bias added to token logits."
+        None, description="Bias added to the logits of these token ids."
     )
-    allowed_token_ids: list[int] | None = Field(None, description="Only these tokens may appear.")
-    bad_words: list[str] | None = Field(None, description="Words that must not appear.")
+    allowed_token_ids: list[TokenId] | None = Field(
+        None, description="Only these token ids may be generated."
+    )
+    bad_words: list[str] | None = Field(None, description="Words that must not be generated.")
     structured_outputs: dict[str, Any] | None = Field(
-        None, description="Constrained output: json, regex, choice or grammar."
+        None,
+        description="Constrained output: one of `json` (a schema), `regex`, `choice`, "
+        "`grammar`, `json_object`, `structural_tag`. The legacy `guided_json`, "
+        "`guided_regex`, `guided_choice` and `guided_grammar` keys are translated to it.",
     )
+    detokenize: bool = Field(True, description="Produce text; false returns no text.")
+    watermarking: bool | None = Field(None, description="Watermark the output, if configured.")
+    thinking_token_budget: int | None = Field(
+        None, ge=0, description="Most tokens a reasoning model may spend thinking."
+    )
+    repetition_detection: dict[str, Any] | None = Field(
+        None, description="End generation on repetitive n-gram patterns (vLLM's parameters)."
+    )
+    skip_reading_prefix_cache: bool | None = Field(
+        None, description="Do not reuse cached prompt prefixes for this request."
+    )
+    extra_args: dict[str, Any] | None = Field(
+        None, description="Extra arguments for custom sampling plugins."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _translate_legacy_guided(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not LEGACY_GUIDED.keys() & raw.keys():
+            return raw
+        raw = dict(raw)
+        structured = dict(raw.get("structured_outputs") or {})
+        for legacy, key in LEGACY_GUIDED.items():
+            if legacy in raw:
+                structured[key] = raw.pop(legacy)
+        raw["structured_outputs"] = structured
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplingInput:
@@ -65,38 +191,149 @@ class SamplingInput(BaseModel):
             raise ValueError(
                 f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})"
             )
+        width = max(self.n, self.best_of or self.n)
+        if self.temperature == 0 and width > 1 and not self.use_beam_search:
+            raise ValueError(
+                f"n and best_of must be 1 with temperature 0 (got {width}): greedy sequences "
+                "are all the same; use use_beam_search for several"
+            )
+        if self.use_beam_search:
+            if self.temperature != 0:
+                raise ValueError(f"use_beam_search needs temperature 0 (got {self.temperature})")
+            others = sorted(self.model_fields_set - BEAM_PARAMS - _unchanged(self))
+            if others:
+                raise ValueError(
+                    f"use_beam_search does not support {', '.join(others)}; "
+                    f"it honours {', '.join(sorted(BEAM_PARAMS))}"
+                )
         return self
 
 
-_BEAM_ONLY = ("use_beam_search", "best_of", "length_penalty", "early_stopping")
+def _unchanged(params: SamplingInput) -> set[str]:
+    """Fields given with their default value (harmless beside beam search)."""
+    return {
+        name
+        for name in params.model_fields_set
+        if getattr(params, name) == SamplingInput.model_fields[name].default
+    }
 
 
-def parse(raw: object):  # -> vllm.SamplingParams (import deferred: vLLM is heavy)
-    """Validate a job's `sampling_params` and build vLLM's `SamplingParams` from them."""
-    from vllm import SamplingParams
-    from vllm.exceptions import VLLMError
-    from vllm.sampling_params import StructuredOutputsParams
+@dataclasses.dataclass(frozen=True)
+class BeamSearch:
+    """How to run a beam search (vLLM's own search has no early stopping)."""
 
+    width: int
+    n: int
+    max_tokens: int
+    length_penalty: float
+    early_stopping: bool | Literal["never"]
+    ignore_eos: bool
+    include_stop_str_in_output: bool
+    skip_special_tokens: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one native job generates: engine parameters, and best-of or beam search if any."""
+
+    params: Any  # vllm.SamplingParams, with n = best_of when best_of > n
+    n: int
+    best_of: int | None = None  # set when more candidates are generated than returned
+    beam: BeamSearch | None = None
+    logprobs: bool = False  # the user asked for log-probabilities
+
+
+def validate(raw: object) -> SamplingInput:
+    """Check a job's `sampling_params`, or raise `JobInputError` naming the field."""
     if not isinstance(raw, dict):
         raise JobInputError(f"sampling_params: must be an object (got {type(raw).__name__})")
     try:
-        params = SamplingInput.model_validate(raw)
+        return SamplingInput.model_validate(raw)
     except ValidationError as error:
         message = describe(error, "sampling_params")
         if "unknown field" in message:
             message += f". Accepted: {', '.join(SamplingInput.model_fields)}"
         raise JobInputError(message) from None
-    if params.use_beam_search or (params.best_of or params.n) != params.n:
-        raise JobInputError("sampling_params: best_of > n and use_beam_search are not supported")
 
-    values = params.model_dump(exclude=set(_BEAM_ONLY), exclude_none=True)
-    values["top_k"] = max(params.top_k, 0)  # vLLM spells "no limit" as 0, RunPod as -1
-    if params.structured_outputs is not None:
-        try:
-            values["structured_outputs"] = StructuredOutputsParams(**params.structured_outputs)
-        except (TypeError, ValueError, VLLMError) as error:
-            raise JobInputError(f"sampling_params.structured_outputs: {error}") from None
+
+def parse(raw: object) -> Plan:
+    """Validate a job's `sampling_params` and plan the generation."""
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMError
+    from vllm.sampling_params import RepetitionDetectionParams, StructuredOutputsParams
+
+    params = validate(raw)
+    beyond = {name for name, f in SamplingInput.model_fields.items() if f.json_schema_extra}
+    values = params.model_dump(exclude=beyond, exclude_none=True)
+    values["top_k"] = max(params.top_k, 0)  # vLLM spells "no limit" 0, RunPod's docs -1
+    nested = {
+        "structured_outputs": StructuredOutputsParams,
+        "repetition_detection": RepetitionDetectionParams,
+    }
+    for name, kind in nested.items():
+        if name in values:
+            try:
+                values[name] = kind(**values[name])
+            except ValidationError as error:
+                raise JobInputError(describe(error, f"sampling_params.{name}")) from None
+            except (TypeError, ValueError, VLLMError) as error:
+                raise JobInputError(f"sampling_params.{name}: {_one_line(error)}") from None
+    best_of = params.best_of if params.best_of and params.best_of > params.n else None
+    if params.use_beam_search:
+        values["n"] = 1  # each search step is one greedy request
+    elif best_of:
+        values["n"] = best_of
+        values.setdefault("logprobs", 0)  # the sampled tokens' log-probabilities rank them
     try:
-        return SamplingParams(**values)
+        engine_params = SamplingParams(**values)
     except (TypeError, ValueError, VLLMError) as error:
-        raise JobInputError(f"sampling_params: {error}") from None
+        raise JobInputError(f"sampling_params: {_one_line(error)}") from None
+
+    beam = None
+    if params.use_beam_search:
+        beam = BeamSearch(
+            width=max(params.n, params.best_of or params.n),
+            n=params.n,
+            max_tokens=params.max_tokens,
+            length_penalty=params.length_penalty,
+            early_stopping=params.early_stopping,
+            ignore_eos=params.ignore_eos,
+            include_stop_str_in_output=params.include_stop_str_in_output,
+            skip_special_tokens=params.skip_special_tokens,
+        )
+        best_of = None
+    return Plan(
+        params=engine_params,
+        n=params.n,
+        best_of=best_of,
+        beam=beam,
+        logprobs=params.logprobs is not None,
+    )
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def markdown_table() -> str:
+    """The README's table of sampling parameters, generated from `SamplingInput`."""
+    properties = SamplingInput.model_json_schema()["properties"]
+    rows = ["| parameter | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in SamplingInput.model_fields.items():
+        default = "`n`" if name == "best_of" else f"`{json.dumps(field.default)}`"
+        mark = " **Beyond vLLM.**" if field.json_schema_extra else ""
+        kind = _type_name(properties[name])
+        rows.append(f"| `{name}` | {kind} | {default} | {field.description}{mark} |")
+    return "\n".join(rows)
+
+
+def _type_name(schema: dict[str, Any]) -> str:
+    if "anyOf" in schema:
+        return " or ".join(_type_name(s) for s in schema["anyOf"] if s.get("type") != "null")
+    if "const" in schema:
+        return f"`{json.dumps(schema['const'])}`"
+    if schema.get("type") == "array":
+        return f"list of {_type_name(schema['items'])}"
+    return {"integer": "int", "number": "float", "boolean": "bool", "string": "str"}.get(
+        schema.get("type", ""), "object"
+    )
