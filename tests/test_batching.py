@@ -1,9 +1,10 @@
+import asyncio
 from itertools import islice
 
 import pytest
 from pydantic import ValidationError
 
-from vllm_worker.batching import BatchPolicy
+from vllm_worker.batching import TICK, BatchPolicy, paced
 
 
 def first(policy: BatchPolicy, count: int) -> list[int]:
@@ -32,3 +33,46 @@ def test_min_above_max_is_capped():
 def test_invalid_policy_is_rejected(fields):
     with pytest.raises(ValidationError):
         BatchPolicy.model_validate({"min_size": 1, "max_size": 50, "growth": 3, **fields})
+
+
+async def _slow_source(gaps: list[float], log: list[str]):
+    try:
+        for i, gap in enumerate(gaps):
+            await asyncio.sleep(gap)
+            yield i
+    finally:
+        log.append("closed")
+
+
+async def test_paced_ticks_when_the_deadline_passes_without_an_item():
+    log: list[str] = []
+    deadline = [0.05]
+    seen = [x async for x in paced(_slow_source([0.0, 0.2, 0.0], log), lambda: deadline[0])]
+    assert seen[0] == 0 and seen[-1] == 2
+    assert TICK in seen[1 : seen.index(1)]
+    assert log == ["closed"]
+
+
+async def test_paced_without_deadline_only_relays_items():
+    log: list[str] = []
+    seen = [x async for x in paced(_slow_source([0.01, 0.01], log), lambda: None)]
+    assert seen == [0, 1]
+
+
+async def test_closing_paced_closes_the_source():
+    log: list[str] = []
+    stream = paced(_slow_source([0.0, 10.0], log), lambda: None)
+    assert await anext(stream) == 0
+    await stream.aclose()
+    assert log == ["closed"]
+
+
+async def test_paced_passes_source_errors_on():
+    async def failing():
+        yield 1
+        raise ValueError("boom")
+
+    stream = paced(failing(), lambda: None)
+    assert await anext(stream) == 1
+    with pytest.raises(ValueError, match="boom"):
+        await anext(stream)

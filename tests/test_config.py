@@ -133,3 +133,100 @@ def test_default_model_is_served_under_its_hub_id():
     loaded = config.load({})
     assert loaded.served_model_name == default_model.HUB_ID
     assert loaded.vllm_args.model == str(default_model.ensure_default_model())
+
+
+def test_openai_aliases_map_onto_vllm_flags():
+    argv = vllm_argv(
+        {
+            "OPENAI_RESPONSE_ROLE": "bot",
+            "CUSTOM_CHAT_TEMPLATE": "{{ messages }}",
+            "OPENAI_SERVED_MODEL_NAME_OVERRIDE": "my-model",
+        }
+    )
+    pairs = dict(zip(argv[::2], argv[1::2], strict=True))
+    assert pairs == {
+        "--response-role": "bot",
+        "--chat-template": "{{ messages }}",
+        "--served-model-name": "my-model",
+    }
+
+
+def test_openai_serve_options_are_settings():
+    argv = vllm_argv(
+        {
+            "ENABLE_AUTO_TOOL_CHOICE": "true",
+            "TOOL_CALL_PARSER": "hermes",
+            "REASONING_PARSER": "deepseek_r1",
+            "MAX_LORAS": "2",
+            "ENABLE_PREFIX_CACHING": "false",
+        }
+    )
+    assert argv == [
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+        "--reasoning-parser",
+        "deepseek_r1",
+        "--no-enable-prefix-caching",
+        "--max-loras",
+        "2",
+    ]
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        '{"name": "a", "path": "/x", "base_model_name": "org/model"}',
+        '[{"name": "a", "path": "/x"}, {"name": "b", "path": "/y", "base_model_name": "org/m"}]',
+    ],
+)
+def test_lora_modules_take_one_object_or_a_list(modules):
+    loaded = config.load(
+        {"MODEL_NAME": "org/model", "ENABLE_LORA": "true", "LORA_MODULES": modules}
+    )
+    assert loaded.vllm_args.lora_modules[0].name == "a"
+    assert loaded.vllm_args.lora_modules[0].path == "/x"
+
+
+def test_served_name_override_wins_for_any_model():
+    from vllm_worker import default_model
+
+    override = {"OPENAI_SERVED_MODEL_NAME_OVERRIDE": "my-model"}
+    loaded = config.load(override)
+    assert loaded.served_model_name == "my-model"
+    assert loaded.vllm_args.served_model_name == ["my-model"]
+    assert loaded.vllm_args.model == str(default_model.ensure_default_model())
+    loaded = config.load({**override, "MODEL_NAME": "org/model"})
+    assert (loaded.served_model_name, loaded.vllm_args.model) == ("my-model", "org/model")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("true", True), ("0", False), ("false", False)]
+)
+def test_raw_openai_output_is_a_switch(value, expected):
+    assert WorkerSettings.from_env({}).raw_openai_output is True
+    assert WorkerSettings.from_env({"RAW_OPENAI_OUTPUT": value}).raw_openai_output is expected
+
+
+def test_raw_openai_output_rejects_other_words():
+    with pytest.raises(ConfigError, match=r"^RAW_OPENAI_OUTPUT='maybe': "):
+        WorkerSettings.from_env({"RAW_OPENAI_OUTPUT": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ENABLE_AUTO_TOOL_CHOICE": "true"}, "ENABLE_AUTO_TOOL_CHOICE requires TOOL_CALL_PARSER"),
+        ({"CUSTOM_CHAT_TEMPLATE": "no/such/template.jinja"}, "CHAT_TEMPLATE: The supplied chat"),
+    ],
+)
+def test_vllm_serve_checks_stop_start_up(env, expected):
+    with pytest.raises(ConfigError) as caught:
+        config.load({"MODEL_NAME": "org/model", **env})
+    assert str(caught.value).startswith(expected), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_literal_chat_template_is_accepted():
+    loaded = config.load({"MODEL_NAME": "org/model", "CUSTOM_CHAT_TEMPLATE": "{{ messages }}"})
+    assert loaded.vllm_args.chat_template == "{{ messages }}"

@@ -191,3 +191,22 @@ async def test_concurrent_jobs_all_complete(handler, engine):
     assert [r[-1]["usage"]["output"] for r in results] == [10] * 12
     assert all("error" not in item for r in results for item in r)
     await _wait_idle(engine)
+
+
+async def test_max_batch_wait_sends_partial_batches(engine, config):
+    import dataclasses
+
+    from vllm_worker.handler import make_handler
+
+    worker = config.worker.model_copy(update={"max_batch_wait_ms": 1.0})
+    handler = make_handler(engine, dataclasses.replace(config, worker=worker))
+    job = {
+        "prompt": "Count slowly:",
+        "stream": True,
+        "min_batch_size": 20,
+        "max_batch_size": 20,
+        "sampling_params": {"max_tokens": 30, "ignore_eos": True},
+    }
+    increments = _increments(await run_job(handler, job))
+    assert sum(increments) == 30
+    assert max(increments) < 20  # without the bound: [20, 10]

@@ -1,5 +1,6 @@
 """OpenAI jobs through the real handler, on the real engine and the default model."""
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -221,6 +222,19 @@ async def test_raw_output_off_yields_lists_of_chunks(parsed_handler, handler):
     assert whole[0]["choices"][0]["message"]["content"] == text
 
 
+async def test_a_broken_openai_setting_fails_openai_jobs_only(engine, config):
+    from vllm_worker.handler import make_handler
+
+    # config.load refuses this; a template file removed after start-up gets this far.
+    args = argparse.Namespace(**{**vars(config.vllm_args), "chat_template": "/gone.jinja"})
+    broken = make_handler(engine, dataclasses.replace(config, vllm_args=args))
+    error = error_of(await run_job(broken, {"openai_route": "/v1/models"}))
+    assert (error["code"], error["type"]) == (500, "InternalServerError")
+    assert "could not start" in error["message"] and "/gone.jinja" in error["message"]
+    native = await run_job(broken, {"prompt": "Hello", "sampling_params": {"max_tokens": 2}})
+    assert native[0]["usage"]["output"] == 2
+
+
 LONG = {"max_tokens": 2000, "ignore_eos": True, "temperature": 0.8}
 
 
@@ -260,3 +274,61 @@ async def test_concurrent_openai_and_native_jobs(handler, engine):
     )
     assert all("error" not in item for items in results for item in items if isinstance(item, dict))
     await _wait_idle(engine)
+
+
+@pytest.fixture
+def client(handler):
+    """The official OpenAI client, its calls turned into jobs as RunPod does.
+
+    The relay answers with the stream's SSE text or the first item as JSON; a failed job's
+    error JSON becomes the error response, with its code as the HTTP status.
+    """
+    import httpx
+    from openai import AsyncOpenAI
+
+    async def relay(request: httpx.Request) -> httpx.Response:
+        job_input: dict = {"openai_route": request.url.path.removeprefix("/v2/endpoint/openai")}
+        if request.content:
+            job_input["openai_input"] = json.loads(request.content)
+        items = await run_job(handler, job_input, "relayed")
+        if isinstance(items[0], str):
+            stream = "".join(items).encode()
+            return httpx.Response(
+                200, content=stream, headers={"content-type": "text/event-stream"}
+            )
+        if set(items[0]) == {"error"}:
+            error = json.loads(items[0]["error"])
+            return httpx.Response(error["error"]["code"], json=error)
+        return httpx.Response(200, json=items[0])
+
+    return AsyncOpenAI(
+        api_key="key",
+        base_url="https://api.runpod.ai/v2/endpoint/openai/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(relay)),
+        max_retries=0,
+    )
+
+
+async def test_the_official_openai_client_reads_the_outputs(client):
+    import openai
+
+    models = await client.models.list()
+    assert [model.id for model in models.data] == [HUB_ID]
+
+    chat_args = {"model": HUB_ID, "messages": QUESTION, "temperature": 0, "max_tokens": 30}
+    answer = await client.chat.completions.create(**chat_args)
+    assert "Paris" in answer.choices[0].message.content
+    assert answer.usage.completion_tokens > 0
+    stream = await client.chat.completions.create(**chat_args, stream=True)
+    streamed = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+    assert streamed == answer.choices[0].message.content
+
+    text = await client.completions.create(
+        model=HUB_ID, prompt="The capital city of France is", max_tokens=20, temperature=0
+    )
+    assert "Paris" in text.choices[0].text
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.chat.completions.create(**{**chat_args, "model": "no-such-model"})
+    assert "no-such-model" in caught.value.message
+    assert caught.value.body["type"] == "NotFoundError"

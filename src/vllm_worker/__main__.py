@@ -39,12 +39,15 @@ def main() -> None:
 
     from vllm_worker.engine import EngineWatch, start_engine
     from vllm_worker.handler import make_handler
+    from vllm_worker.shutdown import GracefulStop
 
     engine_started = time.perf_counter()
     engine = start_engine(config)
     log.info("engine ready in %.1fs", time.perf_counter() - engine_started)
     watch = EngineWatch(engine)
     watch.start()
+    graceful = GracefulStop(config.worker.shutdown_grace_period)
+    graceful.start()
 
     import runpod
 
@@ -59,6 +62,7 @@ def main() -> None:
             }
         )
     finally:
+        graceful.stop()
         watch.stop()
         engine.shutdown()
 

@@ -3,7 +3,7 @@
 Two kinds of settings live here, and this module is the single source the docs and the
 console/Hub files are checked against:
 
-* worker settings (`WorkerSettings`): concurrency and stream batching;
+* worker settings (`WorkerSettings`): concurrency, stream batching, OpenAI stream form;
 * vLLM settings: every `vllm serve` option, named in UPPER_SNAKE case after its flag
   (`--max-model-len` -> `MAX_MODEL_LEN`). The list is read from vLLM's own argument parser,
   so it always matches the installed vLLM. Options that only concern vLLM's HTTP server
@@ -107,6 +107,18 @@ class WorkerSettings(EnvSettings):
     raw_openai_output: bool = Field(
         True,
         description="Stream OpenAI jobs as vLLM's SSE text (true) or as lists of parsed chunks.",
+    )
+    max_batch_wait_ms: float = Field(
+        0,
+        ge=0,
+        description="Send a streamed batch once its first token has waited this long, even if "
+        "it is not full (0: off, batches keep their documented sizes).",
+    )
+    shutdown_grace_period: float = Field(
+        30,
+        ge=0,
+        description="Seconds running jobs may take to finish after SIGTERM before they are "
+        "cancelled; the worker then exits 0.",
     )
 
 
@@ -259,10 +271,14 @@ def _check_serve_args(args: argparse.Namespace) -> None:
     try:
         validate_parsed_serve_args(args)
     except (TypeError, ValueError, OSError, VLLMError) as error:
-        message = str(error).removeprefix("Error: ")
-        raise ConfigError(
-            re.sub(r"--([a-z0-9-]+)", lambda m: m[1].replace("-", "_").upper(), message)
-        ) from None
+        message = re.sub(
+            r"--([a-z0-9-]+)",
+            lambda m: m[1].replace("-", "_").upper(),
+            str(error).removeprefix("Error: "),
+        )
+        if parameter := getattr(error, "parameter", None):
+            message = f"{parameter.upper()}: {message}"
+        raise ConfigError(message) from None
 
 
 def _is_cpu() -> bool:

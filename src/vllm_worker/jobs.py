@@ -30,6 +30,7 @@ class StreamBatching:
             min_size=self.min_batch_size or settings.default_min_batch_size,
             max_size=self.max_batch_size or settings.default_batch_size,
             growth=self.batch_size_growth_factor or settings.default_batch_size_growth_factor,
+            max_wait_s=settings.max_batch_wait_ms / 1000 or None,
         )
 
 

@@ -12,12 +12,13 @@ one item then, holding the winners' whole texts.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 from vllm_worker import beam, sampling
-from vllm_worker.batching import BatchPolicy
+from vllm_worker.batching import TICK, BatchPolicy, paced
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobInputError
 from vllm_worker.jobs import NativeJob
@@ -77,11 +78,16 @@ async def generate(engine, request: NativeRequest, request_id: str) -> AsyncIter
             return
         outputs = engine.generate(request.prompt, plan.params, request_id)
         async with aclosing(outputs):
-            async for output in outputs:
-                if not request.stream:
+            if not request.stream:
+                async for output in outputs:
                     yield batches.final(_best(output, plan.n) if plan.best_of else output)
-                elif batches.add(output):
-                    yield batches.flush()
+                return
+            if request.policy.max_wait_s:
+                outputs = paced(outputs, batches.time_left)
+            async with aclosing(outputs):
+                async for output in outputs:
+                    if output is TICK or batches.add(output):
+                        yield batches.flush()
     except VLLMClientError as error:
         raise JobInputError(f"prompt: {error}") from None
 
@@ -97,6 +103,8 @@ class _Batches:
     """Collects delta outputs per sequence and tells when a batch is full."""
 
     def __init__(self, n: int, policy: BatchPolicy, logprobs: bool) -> None:
+        self._max_wait_s = policy.max_wait_s
+        self._first_at: float | None = None  # when the current batch got its first token
         self._sizes = policy.sizes()
         self._target = next(self._sizes)
         self._logprobs = logprobs
@@ -107,8 +115,16 @@ class _Batches:
         self._finish: list[str | None] = [None] * n
         self._prompt_tokens = 0
 
+    def time_left(self) -> float | None:
+        """Seconds until the pending batch must leave (None: nothing pending)."""
+        if self._first_at is None:
+            return None
+        return max(0.0, self._first_at + self._max_wait_s - time.monotonic())
+
     def add(self, output) -> bool:
         """Take one delta output; True when a batch should be sent now."""
+        if self._first_at is None and self._max_wait_s:
+            self._first_at = time.monotonic()
         self._prompt_tokens = len(output.prompt_token_ids or ())
         for seq in output.outputs:
             if seq.text:
@@ -127,6 +143,7 @@ class _Batches:
         self._probs = [[] for _ in self._probs]
         self._new = [0] * len(self._new)
         self._target = next(self._sizes)
+        self._first_at = None
         return item
 
     def final(self, output) -> dict:

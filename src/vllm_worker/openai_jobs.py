@@ -79,9 +79,10 @@ def parse_openai(raw: dict) -> OpenAIJob:
     try:
         return OpenAIJob.model_validate(raw)
     except ValidationError as error:
-        raise OpenAIError(
-            error_json(describe(error), "BadRequestError", HTTPStatus.BAD_REQUEST)
-        ) from None
+        message = describe(error)
+        if "unknown field" in message:
+            message += f". Accepted: {', '.join(OpenAIJob.model_fields)}"
+        raise OpenAIError(error_json(message, "BadRequestError", HTTPStatus.BAD_REQUEST)) from None
 
 
 def job_routes(app) -> dict[str, str]:
@@ -121,8 +122,17 @@ class OpenAIServer:
     async def _app(self) -> tuple[Any, dict[str, str]]:
         if self._built is None:
             self._built = asyncio.ensure_future(self._build())
-        # One build for every job; a job cancelled meanwhile must not cancel it for the others.
-        return await asyncio.shield(self._built)
+        try:
+            # One build for every job; a job cancelled meanwhile must not cancel it for others.
+            return await asyncio.shield(self._built)
+        except Exception as error:  # a set-up failure fails each OpenAI job, not the worker
+            raise OpenAIError(
+                error_json(
+                    f"vLLM's OpenAI server could not start: {error}",
+                    "InternalServerError",
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                )
+            ) from error
 
     async def _build(self) -> tuple[Any, dict[str, str]]:
         """What `vllm serve` does between creating its engine and serving HTTP."""
@@ -131,13 +141,17 @@ class OpenAIServer:
         from vllm.reasoning import ReasoningParserManager
         from vllm.tool_parsers import ToolParserManager
 
-        if self._args.tool_parser_plugin:
-            ToolParserManager.import_tool_parser(self._args.tool_parser_plugin)
-        if self._args.reasoning_parser_plugin:
-            ReasoningParserManager.import_reasoning_parser(self._args.reasoning_parser_plugin)
-        tasks = await self._engine.get_supported_tasks()
-        app = build_app(self._args, tasks, self._engine.model_config)
-        await init_app_state(self._engine, app.state, self._args, tasks)
+        try:
+            if self._args.tool_parser_plugin:
+                ToolParserManager.import_tool_parser(self._args.tool_parser_plugin)
+            if self._args.reasoning_parser_plugin:
+                ReasoningParserManager.import_reasoning_parser(self._args.reasoning_parser_plugin)
+            tasks = await self._engine.get_supported_tasks()
+            app = build_app(self._args, tasks, self._engine.model_config)
+            await init_app_state(self._engine, app.state, self._args, tasks)
+        except Exception:
+            logger.exception("vLLM's OpenAI server could not start; OpenAI jobs will fail")
+            raise
         routes = job_routes(app)
         logger.info("OpenAI routes for jobs: %s", ", ".join(sorted(routes)))
         return app, routes
@@ -166,11 +180,8 @@ class OpenAIServer:
             start = await anext(messages)
             if start["status"] >= 400:
                 raise OpenAIError((await _body(messages)).decode())
-            if (
-                not dict(start["headers"])
-                .get(b"content-type", b"")
-                .startswith(b"text/event-stream")
-            ):
+            content_type = dict(start["headers"]).get(b"content-type", b"")
+            if not content_type.startswith(b"text/event-stream"):
                 yield json.loads(await _body(messages))
                 return
             batches = EventBatches(job.policy(self._settings))
@@ -238,6 +249,8 @@ async def call_app(app, method: str, path: str, body: bytes) -> AsyncIterator[di
     try:
         while (message := await sent.get()) is not None:
             yield message
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                return  # the response is complete, whatever the app still does after it
     finally:
         left.set()
 
