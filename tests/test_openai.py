@@ -332,3 +332,18 @@ async def test_the_official_openai_client_reads_the_outputs(client):
         await client.chat.completions.create(**{**chat_args, "model": "no-such-model"})
     assert "no-such-model" in caught.value.message
     assert caught.value.body["type"] == "NotFoundError"
+
+
+async def test_max_batch_wait_sends_partial_batches(engine, config):
+    from vllm_worker.handler import make_handler
+
+    worker = config.worker.model_copy(update={"max_batch_wait_ms": 1.0})
+    waiting = make_handler(engine, dataclasses.replace(config, worker=worker))
+    job = {
+        **completion(max_tokens=30, ignore_eos=True, stream=True),
+        "min_batch_size": 20,
+        "max_batch_size": 20,
+    }
+    items = await run_job(waiting, job)
+    assert len(chunks(items)) == 30
+    assert max(len(batch) for batch in events(items)) < 20  # without the bound: [20, 11]

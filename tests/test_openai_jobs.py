@@ -170,3 +170,23 @@ def test_development_routes_stay_unreachable(config, monkeypatch):
         assert path in {route.path for route in app.routes}
         assert path not in routes
     assert "/v1/chat/completions" in routes
+
+
+def test_max_wait_lets_pending_events_leave_early(monkeypatch):
+    import vllm_worker.openai_jobs as openai_jobs
+
+    now = [100.0]
+    monkeypatch.setattr(openai_jobs.time, "monotonic", lambda: now[0])
+    batcher = EventBatches(BatchPolicy(min_size=3, max_size=3, growth=1, max_wait_s=0.5))
+    assert batcher.time_left() is None
+    assert list(batcher.feed(b"data: 1\n\ndata: 2")) == []
+    now[0] += 0.2
+    assert batcher.time_left() == pytest.approx(0.3)
+    assert list(batcher.feed(b"\n\n")) == []
+    assert batcher.time_left() == pytest.approx(0.3)  # counted from the oldest event
+    now[0] += 0.3
+    assert batcher.time_left() == 0
+    assert batcher.flush() == [b"data: 1", b"data: 2"]
+    assert batcher.time_left() is None
+    assert [len(b) for b in batcher.feed(b"data: 3\n\n" * 4)] == [3]
+    assert batcher.time_left() == pytest.approx(0.5)  # the one left over waits anew

@@ -10,12 +10,12 @@ import os
 import sys
 import time
 
+from vllm_worker import logs
+
 
 def main() -> None:
     started = time.perf_counter()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup()
     log = logging.getLogger("vllm_worker")
     # The SDK logs every streamed item (prompt and output text) at its default DEBUG level.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")

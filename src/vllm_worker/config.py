@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NoReturn, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -42,6 +43,9 @@ _LAUNCHER_DESTS = {"model_tag", "headless", "api_server_count", "config", "grpc"
 
 #: Share of RAM given to the KV cache on a machine without a GPU.
 CPU_KV_CACHE_SHARE = 0.1
+
+#: What the image build baked into the image (written by builder/download_model.py).
+BAKED_MANIFEST = Path("/models/baked.json")
 
 
 def cpu_defaults() -> dict[str, Any]:
@@ -295,7 +299,7 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     argv = vllm_argv(environ)
     args = _parser().parse(argv)
     _check_serve_args(args)
-    if "--model" not in argv:
+    if not _serve_baked_model(args, argv) and "--model" not in argv:
         args.model = str(default_model.ensure_default_model())
         args.served_model_name = args.served_model_name or [default_model.HUB_ID]
     served = args.served_model_name[0] if args.served_model_name else args.model
@@ -309,6 +313,37 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
         for key, value in applied.items():
             setattr(args, key, value)
     return Config(worker=worker, vllm_args=args, served_model_name=served, cpu_defaults=applied)
+
+
+def _serve_baked_model(args: argparse.Namespace, argv: list[str]) -> bool:
+    """Serve the model baked into the image, offline, if the settings ask for it or for none.
+
+    It is served from its folder under its hub id. A different model, revision or tokenizer
+    in the settings means another model is wanted: the baked one is then left alone.
+    """
+    if not BAKED_MANIFEST.is_file():
+        return False
+    baked = json.loads(BAKED_MANIFEST.read_text())
+    model, tokenizer = baked["model"], baked["tokenizer"] or baked["model"]
+    asked = [
+        (args.model if "--model" in argv else None, {model["hub_id"]}),
+        (args.revision, {model["revision"], model["commit"]}),
+        (args.tokenizer, {tokenizer["hub_id"]}),
+        (args.tokenizer_revision, {tokenizer["revision"], tokenizer["commit"]}),
+    ]
+    if any(value is not None and value not in accepted for value, accepted in asked):
+        logger.info("settings ask for another model than the baked %s", model["hub_id"])
+        return False
+    args.model = str(BAKED_MANIFEST.parent / model["folder"])
+    args.tokenizer = str(BAKED_MANIFEST.parent / tokenizer["folder"])
+    args.revision = args.tokenizer_revision = None
+    args.served_model_name = args.served_model_name or [model["hub_id"]]
+    # Everything is on disk: never wait on the hub, here or in the engine's processes.
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    return True
 
 
 def engine_args(config: Config):  # -> AsyncEngineArgs (import deferred: vLLM is heavy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -47,3 +48,16 @@ class EngineWatch(threading.Thread):
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+async def report_stats(engine, interval_s: float) -> None:
+    """Log vLLM's throughput line every interval (as `vllm serve` does) and the number of
+    requests the engine still holds whenever it changes, so a stuck request shows."""
+    held = None
+    while True:
+        await asyncio.sleep(interval_s)
+        await engine.do_log_stats()
+        now = engine.get_num_unfinished_requests()
+        if now != held:
+            logger.info("engine holds %d unfinished request(s)", now)
+            held = now

@@ -12,6 +12,7 @@ one item then, holding the winners' whole texts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -173,9 +174,14 @@ def _position(token_id: int, top: dict) -> dict:
     return {
         "token_id": token_id,
         "token": chosen.decoded_token,
-        "logprob": chosen.logprob,
+        "logprob": _finite(chosen.logprob),
         "top_logprobs": [
-            {"token_id": tid, "token": lp.decoded_token, "logprob": lp.logprob}
+            {"token_id": tid, "token": lp.decoded_token, "logprob": _finite(lp.logprob)}
             for tid, lp in sorted(top.items(), key=lambda item: item[1].rank or 0)
         ],
     }
+
+
+def _finite(logprob: float) -> float | None:
+    """JSON has no -Infinity: an impossible token's log-probability becomes null."""
+    return logprob if math.isfinite(logprob) else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from http import HTTPStatus
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vllm_worker.batching import BatchPolicy
+from vllm_worker.batching import TICK, BatchPolicy, paced
 from vllm_worker.config import Config
 from vllm_worker.errors import describe
 from vllm_worker.jobs import StreamBatching
@@ -185,10 +186,17 @@ class OpenAIServer:
                 yield json.loads(await _body(messages))
                 return
             batches = EventBatches(job.policy(self._settings))
-            async for message in messages:
-                for events in batches.feed(message.get("body", b"")):
-                    if item := self._item(events):
-                        yield item
+            source = paced(messages, batches.time_left) if batches.max_wait_s else messages
+            async with aclosing(source):
+                async for message in source:
+                    ready = (
+                        [batches.flush()]
+                        if message is TICK
+                        else batches.feed(message.get("body", b""))
+                    )
+                    for events in ready:
+                        if item := self._item(events):
+                            yield item
             if item := self._item(batches.rest()):
                 yield item
 
@@ -265,22 +273,42 @@ class EventBatches:
 
     Chunks may end anywhere, even inside a multi-byte character; only complete events (vLLM
     ends each with a blank line) are handed on, so no yield ever carries part of an event.
+    With the policy's `max_wait_s`, pending events also leave once the oldest has waited that
+    long (`time_left`, then `flush`), as native streams do.
     """
 
     def __init__(self, policy: BatchPolicy) -> None:
+        self.max_wait_s = policy.max_wait_s
         self._sizes = policy.sizes()
         self._target = next(self._sizes)
         self._events: list[bytes] = []
         self._tail = b""
+        self._first_at: float | None = None  # when the oldest pending event arrived
 
     def feed(self, chunk: bytes) -> Iterator[list[bytes]]:
         """The batches this chunk completes (often none); events lack their blank line."""
         *complete, self._tail = (self._tail + chunk).split(_EVENT_END)
+        if complete and not self._events and self.max_wait_s:
+            self._first_at = time.monotonic()
         self._events += complete
         while len(self._events) >= self._target:
-            batch, self._events = self._events[: self._target], self._events[self._target :]
-            self._target = next(self._sizes)
-            yield batch
+            yield self._take(self._target)
+
+    def time_left(self) -> float | None:
+        """Seconds until the pending events must leave (None: nothing pending)."""
+        if self._first_at is None:
+            return None
+        return max(0.0, self._first_at + self.max_wait_s - time.monotonic())
+
+    def flush(self) -> list[bytes]:
+        """Every pending event, as a batch of its own, when the wait is over."""
+        return self._take(len(self._events))
+
+    def _take(self, count: int) -> list[bytes]:
+        batch, self._events = self._events[:count], self._events[count:]
+        self._target = next(self._sizes)
+        self._first_at = time.monotonic() if self._events and self.max_wait_s else None
+        return batch
 
     def rest(self) -> list[bytes]:
         """The events left at the end of the stream; an unterminated tail counts as one."""

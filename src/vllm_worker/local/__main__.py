@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 
+from vllm_worker import logs
 from vllm_worker.config import ConfigError, LocalEndpointSettings
 from vllm_worker.local.app import build_app
 from vllm_worker.local.store import JobStore
@@ -111,9 +112,7 @@ async def serve(settings: LocalEndpointSettings) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup()
     try:
         settings = LocalEndpointSettings.from_env(os.environ)
     except ConfigError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -55,9 +56,9 @@ class Endpoint:
 
     async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "the request body is not valid JSON")
+            body = parse_json(await request.body() or b"{}")
+        except ValueError as error:
+            return _error(400, f"the request body is not usable JSON: {error}")
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object")
         return body
@@ -158,9 +159,9 @@ class Endpoint:
         body: Any = None
         if request.method == "POST":
             try:
-                body = json.loads(await request.body())
-            except ValueError:
-                return _openai_error(400, "the request body is not valid JSON")
+                body = parse_json(await request.body())
+            except ValueError as error:
+                return _openai_error(400, f"the request body is not usable JSON: {error}")
             job_input["openai_input"] = body
         job = self.store.submit(job_input, self.execution_timeout_s, RUN_RETENTION_S)
         try:
@@ -244,6 +245,52 @@ class Endpoint:
             ),
             Route(f"{worker}/job-done/{{worker_id}}/{{job_id}}", self.job_done, methods=["POST"]),
         ]
+
+
+#: Deepest nesting of arrays and objects accepted in a request body.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body into JSON the worker can take back unchanged, or raise ValueError.
+
+    Python's parser accepts what a job cannot survive on its way to the worker and back:
+    NaN, Infinity and overflowing numbers, lone surrogates (not encodable as UTF-8), and
+    nesting deep enough to exhaust the recursion limit. Such bodies are refused here with a
+    clear message.
+    """
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite(text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text} is out of range")
+        return number
+
+    try:
+        value = json.loads(raw, parse_constant=no_constant, parse_float=finite)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+            if isinstance(node, dict):
+                stack.extend((key, depth) for key in node)
+        elif isinstance(node, str):
+            try:
+                node.encode()
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone surrogate (invalid Unicode)") from None
+    return value
 
 
 async def _until_final(job: Job, timeout_s: float) -> None:

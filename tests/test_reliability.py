@@ -1,0 +1,420 @@
+"""Load, cancellation storms, hostile input, logs, graceful stop and engine death, all through
+the local endpoint with the real worker (its own engine) as `make run` starts it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.local_endpoint import LocalEndpoint
+
+pytestmark = pytest.mark.engine
+
+API_KEY = "rel-api-key-5f2c9a"
+HF_TOKEN = "hf_reliability_secret_token_8d1e"
+SECRET_PROMPT = "zebra-violet-quasar"  # must never reach a log line
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    endpoint = LocalEndpoint(
+        tmp_path_factory.mktemp("reliability") / "endpoint.log",
+        api_key=API_KEY,
+        MAX_CONCURRENCY="16",
+        RESTART_WORKER="true",
+        SHUTDOWN_GRACE_PERIOD="4",
+        HF_TOKEN=HF_TOKEN,
+        VLLM_LOG_STATS_INTERVAL="1",
+    )
+    try:
+        endpoint.wait_ready()
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+def post(endpoint, path: str, body: object, timeout: float = 30) -> requests.Response:
+    return requests.post(
+        f"{endpoint.url}/{path}", headers=endpoint.headers, json=body, timeout=timeout
+    )
+
+
+def status(endpoint, job_id: str) -> dict:
+    return requests.get(
+        f"{endpoint.url}/status/{job_id}", headers=endpoint.headers, timeout=10
+    ).json()
+
+
+def wait_final(endpoint, job_id: str, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (body := status(endpoint, job_id))["status"] in ("IN_QUEUE", "IN_PROGRESS"):
+        assert time.monotonic() < deadline, f"{job_id} never ended"
+        time.sleep(0.2)
+    return body
+
+
+def worker(endpoint) -> psutil.Process:
+    return psutil.Process(endpoint.worker_pid())
+
+
+def wait_log(endpoint, pattern: str, timeout_s: float = 60) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    while not (found := re.search(pattern, endpoint.log.read_text())):
+        assert time.monotonic() < deadline, f"no log line matching {pattern!r}"
+        time.sleep(0.2)
+    return found
+
+
+# --- hostile input -----------------------------------------------------------------------
+
+JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+JSON_ANY = st.recursive(
+    JSON_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = ["prompt", "messages", "sampling_params", "stream", "apply_chat_template", "max_batch_size",
+        "min_batch_size", "batch_size_growth_factor", "openai_route", "openai_input"]  # fmt: skip
+ROUTES = st.sampled_from(
+    ["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/nope", "/health", "", "v1/x"]
+)
+SAMPLING = st.dictionaries(
+    st.sampled_from(
+        [
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "best_of",
+            "stop",
+            "seed",
+            "logprobs",
+            "use_beam_search",
+            "bogus",
+        ]
+    ),
+    JSON_LEAF | st.lists(JSON_LEAF, max_size=3),
+    max_size=4,
+)
+JOB_INPUT = st.one_of(
+    JSON_ANY,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt": st.text(max_size=30) | JSON_LEAF,
+            "messages": st.lists(
+                st.dictionaries(st.sampled_from(["role", "content", "x"]), JSON_LEAF, max_size=3),
+                max_size=3,
+            )
+            | JSON_ANY,
+            "sampling_params": SAMPLING | JSON_ANY,
+            "stream": JSON_LEAF,
+            "max_batch_size": JSON_LEAF,
+            "openai_route": ROUTES | JSON_LEAF,
+            "openai_input": st.dictionaries(
+                st.sampled_from(["model", "messages", "prompt", "max_tokens", "stream", "n"]),
+                JSON_ANY,
+                max_size=4,
+            ),
+        },
+    ),
+    st.dictionaries(st.sampled_from(KEYS), JSON_ANY, max_size=5),
+)
+RAW_BODIES = st.sampled_from(
+    [
+        b"{not json",
+        b'{"input": NaN}',
+        b'{"input": {"prompt": "\\ud800"}}',
+        b'{"input": {"prompt": 1e999}}',
+        b"[" * 200 + b"]" * 200,
+        b'{"input": ' + b"[" * 100 + b"]" * 100 + b"}",
+        b"\xff\xfe\x00garbage",
+        b"",
+        b"[]",
+        b'"just a string"',
+    ]
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(job_input=JOB_INPUT, raw=st.none() | RAW_BODIES)
+def test_hostile_input_never_breaks_the_endpoint_or_the_worker(endpoint, job_input, raw):
+    if raw is not None:
+        response = requests.post(
+            f"{endpoint.url}/run", headers=endpoint.headers, data=raw, timeout=30
+        )
+        assert response.status_code == 400, (raw, response.text)
+        assert response.json()["error"]
+        return
+    response = post(endpoint, "runsync", {"input": job_input}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] in ("COMPLETED", "FAILED"), body
+    if body["status"] == "FAILED":
+        assert isinstance(body["error"], str) and body["error"].strip()
+        assert len(body["error"].splitlines()) < 40  # a message, not a dump
+
+
+def test_after_hostile_input_a_valid_job_succeeds_and_big_bodies_get_413(endpoint):
+    done = post(
+        endpoint, "runsync", {"input": {"prompt": "Hello", "sampling_params": {"max_tokens": 4}}}
+    ).json()
+    assert done["status"] == "COMPLETED" and done["output"][0]["usage"]["output"] == 4
+    huge = requests.post(
+        f"{endpoint.url}/run",
+        headers=endpoint.headers,
+        data=b'{"input": "' + b"x" * 10_100_000 + b'"}',
+        timeout=60,
+    )
+    assert huge.status_code == 413
+    assert "restarting" not in endpoint.log.read_text()
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+def _load_job(i: int) -> tuple[dict, int]:
+    """A mixed job and its exact output token count (fixed lengths make results checkable)."""
+    tokens = 6 + i % 7
+    kind = i % 4
+    if kind == 0:
+        return {
+            "prompt": f"Item {i}:",
+            "sampling_params": {"max_tokens": tokens, "ignore_eos": True},
+        }, tokens
+    if kind == 1:
+        return {
+            "prompt": f"Item {i}:",
+            "stream": True,
+            "sampling_params": {"max_tokens": tokens, "ignore_eos": True},
+        }, tokens
+    body = {
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": f"Item {i}"}],
+        "max_tokens": tokens,
+        "ignore_eos": True,
+        "stream": kind == 3,
+    }
+    return {"openai_route": "/v1/chat/completions", "openai_input": body}, tokens
+
+
+def _completion_tokens(result: dict, job_input: dict) -> int:
+    output = result["output"]
+    if "openai_route" not in job_input:
+        return output[-1]["usage"]["output"]
+    if not job_input["openai_input"]["stream"]:
+        return output[0]["usage"]["completion_tokens"]
+    text = "".join(output)
+    assert text.endswith("data: [DONE]\n\n")
+    chunks = [json.loads(line[6:]) for line in text.split("\n\n") if line.startswith("data: {")]
+    return sum(
+        1
+        for c in chunks
+        for choice in c["choices"]
+        if choice["delta"].get("content") is not None and c["choices"]
+    )
+
+
+def test_two_hundred_mixed_jobs_complete_exactly_once_and_memory_settles(endpoint):
+    proc = worker(endpoint)
+    warm = [post(endpoint, "run", {"input": _load_job(i)[0]}).json()["id"] for i in range(8)]
+    for job_id in warm:
+        wait_final(endpoint, job_id)
+    before = proc.memory_info().rss
+
+    jobs = [_load_job(i) for i in range(200)]
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        ids = list(
+            pool.map(lambda job: post(endpoint, "run", {"input": job[0]}).json()["id"], jobs)
+        )
+    assert len(set(ids)) == 200
+    results = [wait_final(endpoint, job_id, timeout_s=900) for job_id in ids]
+    assert [r["status"] for r in results] == ["COMPLETED"] * 200, [
+        r for r in results if r["status"] != "COMPLETED"
+    ][:2]
+    for (job_input, tokens), result in zip(jobs, results, strict=True):
+        if "openai_route" in job_input and job_input["openai_input"]["stream"]:
+            assert _completion_tokens(result, job_input) >= 1
+        else:
+            assert _completion_tokens(result, job_input) == tokens
+    log = endpoint.log.read_text()
+    assert all(len(re.findall(rf"job {job_id} completed", log)) == 1 for job_id in ids)
+    assert max(int(n) for n in re.findall(r"Jobs in progress: (\d+)", log)) <= 16
+
+    time.sleep(3)
+    after = proc.memory_info().rss
+    margin = 300 * 2**20  # allocator caches and warmed-up pools; a leak per job would exceed it
+    assert after - before < margin, f"worker RSS grew by {(after - before) / 2**20:.0f} MiB"
+
+
+# --- cancellation storm -------------------------------------------------------------------
+
+
+def test_cancellation_storm_leaves_the_engine_idle(endpoint):
+    long_job = {
+        "prompt": "Tell a long story.",
+        "stream": True,
+        "sampling_params": {"max_tokens": 2000, "ignore_eos": True},
+    }
+    mark = len(endpoint.log.read_text())
+    ids = [post(endpoint, "run", {"input": long_job}).json()["id"] for _ in range(50)]
+    rng = random.Random(7)
+    for job_id in rng.sample(ids, len(ids)):
+        time.sleep(rng.uniform(0, 0.15))
+        assert post(endpoint, f"cancel/{job_id}", None).json()["status"] == "CANCELLED"
+    assert all(wait_final(endpoint, job_id)["status"] == "CANCELLED" for job_id in ids)
+    # The worker reports what the engine still holds whenever it changes (every second here).
+    deadline = time.monotonic() + 60
+    while True:
+        counts = re.findall(r"engine holds (\d+) unfinished", endpoint.log.read_text()[mark:])
+        if counts and counts[-1] == "0" and any(c != "0" for c in counts):
+            break
+        assert time.monotonic() < deadline, f"engine still holds requests: {counts[-3:]}"
+        time.sleep(0.5)
+    done = post(
+        endpoint,
+        "runsync",
+        {
+            "input": {
+                "prompt": "After the storm",
+                "sampling_params": {"max_tokens": 5, "ignore_eos": True},
+            }
+        },
+    ).json()
+    assert done["status"] == "COMPLETED" and done["output"][0]["usage"]["output"] == 5
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+
+def test_one_log_line_per_job_without_text_or_secrets(endpoint):
+    job = {
+        "prompt": f"Say {SECRET_PROMPT} please",
+        "stream": True,
+        "sampling_params": {"max_tokens": 8, "ignore_eos": True},
+    }
+    job_id = post(endpoint, "runsync", {"input": job}).json()["id"]
+    line = wait_log(endpoint, rf"job {job_id} completed[^\n]*").group(0)
+    for field in (
+        "route=native",
+        "prompt_tokens=",
+        "output_tokens=8",
+        "ttft=",
+        "tokens_per_s=",
+        "finish=length",
+    ):
+        assert field in line, line
+    openai_id = post(
+        endpoint,
+        "runsync",
+        {
+            "input": {
+                "openai_route": "/v1/completions",
+                "openai_input": {
+                    "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                    "prompt": SECRET_PROMPT,
+                    "max_tokens": 3,
+                },
+            }
+        },
+    ).json()["id"]
+    line = wait_log(endpoint, rf"job {openai_id} completed[^\n]*").group(0)
+    assert "route=/v1/completions" in line and "output_tokens=3" in line, line
+    log = endpoint.log.read_text()
+    assert SECRET_PROMPT not in log
+    assert API_KEY not in log
+    assert HF_TOKEN not in log
+
+
+# --- graceful stop and death (each replaces the worker; the endpoint restarts it) --------
+
+
+def _start_streaming(endpoint, max_tokens: int) -> str:
+    job = {
+        "prompt": "Tell a story.",
+        "stream": True,
+        "sampling_params": {"max_tokens": max_tokens, "ignore_eos": True},
+    }
+    job_id = post(endpoint, "run", {"input": job}).json()["id"]
+    while status(endpoint, job_id)["status"] != "IN_PROGRESS":
+        time.sleep(0.05)
+    return job_id
+
+
+def _exits(endpoint) -> list[int]:
+    return [
+        int(c)
+        for c in re.findall(
+            r"worker exited with code (-?\d+); restarting", endpoint.log.read_text()
+        )
+    ]
+
+
+def _next_exit(endpoint, seen: int, timeout_s: float = 40) -> int:
+    """The exit code of the next worker to end, after `seen` earlier ones."""
+    deadline = time.monotonic() + timeout_s
+    while len(codes := _exits(endpoint)) <= seen:
+        assert time.monotonic() < deadline, "the worker did not exit"
+        time.sleep(0.2)
+    return codes[seen]
+
+
+def test_sigterm_finishes_running_jobs_within_the_grace_period_then_exits_zero(endpoint):
+    endpoint.wait_ready()
+    seen = len(_exits(endpoint))
+    pid = endpoint.worker_pid()
+    short = _start_streaming(endpoint, 40)
+    long = _start_streaming(endpoint, 5000)
+    os.kill(pid, signal.SIGTERM)
+    stopped = time.monotonic()
+    late = post(
+        endpoint, "run", {"input": {"prompt": "late", "sampling_params": {"max_tokens": 2}}}
+    ).json()["id"]
+    assert wait_final(endpoint, short)["status"] == "COMPLETED"
+    assert wait_final(endpoint, long)["status"] == "FAILED"  # cancelled after the grace period
+    assert _next_exit(endpoint, seen) == 0
+    assert time.monotonic() - stopped < 4 + 20
+    endpoint.wait_ready()
+    assert wait_final(endpoint, late)["status"] == "COMPLETED"
+
+
+def test_engine_death_fails_running_jobs_and_ends_the_worker(endpoint):
+    endpoint.wait_ready()
+    seen = len(_exits(endpoint))
+    pid = endpoint.worker_pid()
+    running = [_start_streaming(endpoint, 3000) for _ in range(3)]
+    core = subprocess.run(
+        ["pgrep", "-P", str(pid), "-f", "EngineCore"], capture_output=True, text=True, check=True
+    )
+    killed = time.monotonic()
+    os.kill(int(core.stdout.split()[0]), signal.SIGKILL)
+    results = [wait_final(endpoint, job_id, timeout_s=60) for job_id in running]
+    assert [r["status"] for r in results] == ["FAILED"] * 3
+    assert all("engine died" in r["error"] for r in results), results
+    assert _next_exit(endpoint, seen) == 1
+    assert time.monotonic() - killed < 20
+    endpoint.wait_ready()
+    done = post(
+        endpoint, "runsync", {"input": {"prompt": "Hi", "sampling_params": {"max_tokens": 2}}}
+    )
+    assert done.json()["status"] == "COMPLETED"
