@@ -279,3 +279,71 @@ def test_purge_queue_and_health_shapes(local_endpoint):
     health = requests.get(f"{local_endpoint.url}/health", headers=h, timeout=10).json()
     assert set(health["jobs"]) == {"completed", "failed", "inProgress", "inQueue", "retried"}
     assert health["workers"]["idle"] + health["workers"]["running"] == 1
+
+
+# --- the official OpenAI client, exactly as in RunPod's documentation ----------------------
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture
+def client(local_endpoint):
+    from openai import OpenAI
+
+    return OpenAI(api_key=local_endpoint.api_key, base_url=f"{local_endpoint.url}/openai/v1")
+
+
+def test_openai_client_chat_completion(client):
+    response = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+        temperature=0,
+        max_tokens=30,
+    )
+    assert "Paris" in response.choices[0].message.content
+    assert response.usage.completion_tokens > 0
+
+
+def test_openai_client_streaming_arrives_while_generating(client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a short poem about stars."}],
+        temperature=0.7,
+        max_tokens=200,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    started = time.monotonic()
+    arrivals, text = [], ""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - started)
+            text += chunk.choices[0].delta.content
+    assert text.strip()
+    assert len(arrivals) > 100
+    assert arrivals[0] < arrivals[-1] / 3, "the first tokens came only at the end"
+
+
+def test_openai_client_completions_and_models(client):
+    response = client.completions.create(
+        model=MODEL, prompt="The capital city of France is", temperature=0, max_tokens=20
+    )
+    assert "Paris" in response.choices[0].text
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_openai_client_sees_openai_errors_with_their_status(client):
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert "no-such-model" in str(caught.value)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=-5
+        )

@@ -136,7 +136,7 @@ def _worker_settings() -> list[Setting]:
             name=name.upper(),
             category=WORKER,
             kind=kinds.get(field.annotation, "text"),
-            default=field.default,
+            default="" if field.default is None else field.default,
             description=field.description or "",
         )
         for name, field in WorkerSettings.model_fields.items()

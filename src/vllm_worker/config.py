@@ -316,34 +316,39 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
 
 
 def _serve_baked_model(args: argparse.Namespace, argv: list[str]) -> bool:
-    """Serve the model baked into the image, offline, if the settings ask for it or for none.
+    """Serve the model baked into the image if the settings ask for it, or for no model.
 
-    It is served from its folder under its hub id. A different model, revision or tokenizer
-    in the settings means another model is wanted: the baked one is then left alone.
+    It is served from its folder under its hub id, offline when its tokenizer is baked too. A
+    different model or revision in the settings means another model: the baked one is left
+    alone. A different tokenizer is taken from the hub as usual.
     """
     if not BAKED_MANIFEST.is_file():
         return False
     baked = json.loads(BAKED_MANIFEST.read_text())
     model, tokenizer = baked["model"], baked["tokenizer"] or baked["model"]
-    asked = [
-        (args.model if "--model" in argv else None, {model["hub_id"]}),
-        (args.revision, {model["revision"], model["commit"]}),
-        (args.tokenizer, {tokenizer["hub_id"]}),
-        (args.tokenizer_revision, {tokenizer["revision"], tokenizer["commit"]}),
-    ]
-    if any(value is not None and value not in accepted for value, accepted in asked):
+    asked = args.model if "--model" in argv else None
+    if not _unset_or(asked, model["hub_id"]) or not _unset_or(
+        args.revision, model["revision"], model["commit"]
+    ):
         logger.info("settings ask for another model than the baked %s", model["hub_id"])
         return False
-    args.model = str(BAKED_MANIFEST.parent / model["folder"])
-    args.tokenizer = str(BAKED_MANIFEST.parent / tokenizer["folder"])
-    args.revision = args.tokenizer_revision = None
+    args.model, args.revision = str(BAKED_MANIFEST.parent / model["folder"]), None
     args.served_model_name = args.served_model_name or [model["hub_id"]]
-    # Everything is on disk: never wait on the hub, here or in the engine's processes.
-    import huggingface_hub.constants
+    if _unset_or(args.tokenizer, tokenizer["hub_id"]) and _unset_or(
+        args.tokenizer_revision, tokenizer["revision"], tokenizer["commit"]
+    ):
+        args.tokenizer = str(BAKED_MANIFEST.parent / tokenizer["folder"])
+        args.tokenizer_revision = None
+        # Everything is on disk: never wait on the hub, here or in the engine's processes.
+        import huggingface_hub.constants
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
     return True
+
+
+def _unset_or(value: str | None, *accepted: str | None) -> bool:
+    return value is None or value in accepted
 
 
 def engine_args(config: Config):  # -> AsyncEngineArgs (import deferred: vLLM is heavy)
