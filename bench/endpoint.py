@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import httpx
 import psutil
 
@@ -110,14 +111,23 @@ class LocalEndpoint:
                 self.process.wait()
 
 
-def make_paths(client: httpx.AsyncClient, openai, url: str, served_model: str) -> dict:
-    """The three endpoint paths, keyed by the names the report uses."""
+def make_paths(client: aiohttp.ClientSession, openai, url: str, served_model: str) -> dict:
+    """The three endpoint paths, keyed by the names the report uses.
+
+    The native paths use aiohttp, the lightest client at hand: the client shares the
+    machine's two cores with the endpoint, the worker and the engine.
+    """
+
+    async def post(route: str, body: dict) -> dict:
+        async with client.post(f"{url}/{route}", json=body) as response:
+            return await response.json()
 
     async def run_stream(index: int, max_tokens: int):
-        job = await client.post(f"{url}/run", json={"input": native_input(True, max_tokens)})
-        job_id, seen = job.json()["id"], 0
+        job = await post("run", {"input": native_input(True, max_tokens)})
+        job_id, seen = job["id"], 0
         while True:
-            body = (await client.get(f"{url}/stream/{job_id}")).json()
+            async with client.get(f"{url}/stream/{job_id}") as response:
+                body = await response.json()
             if body["stream"]:
                 total = body["stream"][-1]["output"]["usage"]["output"]
                 new, seen = total - seen, total
@@ -128,8 +138,7 @@ def make_paths(client: httpx.AsyncClient, openai, url: str, served_model: str) -
                 return
 
     async def runsync(index: int, max_tokens: int):
-        body = await client.post(f"{url}/runsync", json={"input": native_input(False, max_tokens)})
-        result = body.json()
+        result = await post("runsync", {"input": native_input(False, max_tokens)})
         if result["status"] != "COMPLETED":
             raise RuntimeError(f"runsync: {result}")
         yield result["output"][-1]["usage"]["output"]
@@ -145,9 +154,14 @@ def make_paths(client: httpx.AsyncClient, openai, url: str, served_model: str) -
             stream_options={"include_usage": True},
             extra_body={"ignore_eos": params["ignore_eos"]},
         )
+        counted = 0
         async for chunk in stream:
-            # One chunk per token; the first (role only) and the last (usage) carry none.
-            yield int(bool(chunk.choices) and chunk.choices[0].delta.role is None)
+            # A chunk per engine step, usually one token; the first carries only the role.
+            if chunk.choices and chunk.choices[0].delta.role is None:
+                counted += 1
+                yield 1
+            elif chunk.usage:  # the last chunk: steps that carried several tokens
+                yield chunk.usage.completion_tokens - counted
 
     return {
         "endpoint-stream": run_stream,
@@ -159,9 +173,8 @@ def make_paths(client: httpx.AsyncClient, openai, url: str, served_model: str) -
 async def _phases(endpoint: LocalEndpoint, workload: Workload, log: Callable) -> list[dict]:
     from openai import AsyncOpenAI
 
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
-        httpx.AsyncClient(timeout=600, limits=limits) as client,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(600)) as client,
         AsyncOpenAI(base_url=f"{endpoint.url}/openai/v1", api_key="local", timeout=600) as openai,
     ):
         served = (await openai.models.list()).data[0].id

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,9 +33,11 @@ from bench.common import (
     sampling_params,
 )
 
-#: How each streamed OpenAI chunk that carries a token starts its delta; the first chunk
+#: How each streamed OpenAI chunk that carries tokens starts its delta; the first chunk
 #: (`{"role": "assistant", "content": ""}`) and the usage chunk carry none.
 CONTENT_DELTA = '"delta":{"content":'
+#: The last chunk's token count, which also covers engine steps that carried several tokens.
+COMPLETION_TOKENS = re.compile(r'"completion_tokens":(\d+)')
 
 
 def log(message: str) -> None:
@@ -73,10 +76,15 @@ def make_paths(engine, handler, served_model: str) -> dict:
             "openai_route": "/v1/chat/completions",
             "openai_input": openai_body(served_model, max_tokens),
         }
+        counted = 0
         async for item in handler({"id": f"bench-{next(ids)}", "input": job_input}):
             if isinstance(item, dict):
                 raise RuntimeError(item.get("error", item))
-            yield item.count(CONTENT_DELTA)
+            events = item.count(CONTENT_DELTA)
+            counted += events
+            if usage := COMPLETION_TOKENS.search(item):
+                events += int(usage[1]) - counted
+            yield events
 
     return {
         "raw": raw,

@@ -79,8 +79,12 @@ class HuggingFaceHub:
 
     def resolve(self, hub_id: str, revision: str | None) -> Repo:
         from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
 
-        info = HfApi(token=self.token).model_info(hub_id, revision=revision)
+        try:
+            info = HfApi(token=self.token).model_info(hub_id, revision=revision)
+        except HfHubHTTPError as error:  # not found, gated, no such revision, bad token
+            raise DownloadError(f"{hub_id}@{revision or 'main'}: {error}") from None
         files = tuple(sibling.rfilename for sibling in info.siblings or ())
         return Repo(hub_id, revision, info.sha or "", files)
 

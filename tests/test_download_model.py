@@ -13,8 +13,9 @@ import pytest
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "builder" / "download_model.py"
 
+# builder/ is no package: load the script as the module `download_model`.
 _spec = importlib.util.spec_from_file_location("download_model", SCRIPT)
-download_model = importlib.util.module_from_spec(_spec)
+download_model = sys.modules["download_model"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(download_model)
 
 CONFIG = {"config.json": "{}", "generation_config.json": "{}"}
@@ -41,7 +42,12 @@ def bake(tmp_path: Path, files: dict[str, str], hub_id: str = "acme/model", **kw
 
 
 def test_sharded_safetensors_are_narrowed_to_the_index(tmp_path):
-    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        }
+    }
     files = {
         **CONFIG,
         **TOKENIZER,
@@ -112,9 +118,14 @@ def test_mistral_consolidated_weights_win_as_in_vllm(tmp_path):
 
 
 def test_a_tokenizer_from_another_repository(tmp_path):
-    make_repo(tmp_path / "hub", "acme/tok", {**TOKENIZER, "config.json": "{}", "big.safetensors": "w"})
+    make_repo(
+        tmp_path / "hub", "acme/tok", {**TOKENIZER, "config.json": "{}", "big.safetensors": "w"}
+    )
     manifest = bake(
-        tmp_path, {**CONFIG, "model.safetensors": "w"}, tokenizer="acme/tok", tokenizer_revision="t1"
+        tmp_path,
+        {**CONFIG, "model.safetensors": "w"},
+        tokenizer="acme/tok",
+        tokenizer_revision="t1",
     )
     assert manifest["tokenizer"] == {
         "hub_id": "acme/tok",
@@ -129,7 +140,14 @@ def test_a_tokenizer_from_another_repository(tmp_path):
     ("files", "message"),
     [
         (
-            {**CONFIG, **TOKENIZER, "model.safetensors.index.json": '{"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors"}}', "m-1.safetensors": "w"},
+            {
+                **CONFIG,
+                **TOKENIZER,
+                "model.safetensors.index.json": json.dumps(
+                    {"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors"}}
+                ),
+                "m-1.safetensors": "w",
+            },
             "acme/model@main: model.safetensors.index.json names m-2.safetensors, not in the repo",
         ),
         ({**TOKENIZER, "model.safetensors": "w"}, "acme/model@main: no config.json"),
@@ -149,7 +167,9 @@ def test_an_incomplete_download_is_an_error(tmp_path):
             super().fetch(repo, [f for f in files if f != "tokenizer.json"], folder)
 
     make_repo(tmp_path / "hub", "acme/model", {**CONFIG, **TOKENIZER, "model.safetensors": "w"})
-    with pytest.raises(download_model.DownloadError, match="the download is missing tokenizer.json"):
+    with pytest.raises(
+        download_model.DownloadError, match=r"the download is missing tokenizer\.json$"
+    ):
         download_model.bake(Lossy(tmp_path / "hub"), tmp_path / "models", "acme/model")
 
 
@@ -163,13 +183,10 @@ def test_the_hub_is_asked_for_exactly_the_chosen_files(tmp_path, monkeypatch):
     mirror = download_model.LocalMirror(tmp_path / "hub")
     requested = []
 
-    class Info:
-        sha = "0123abc"
-        siblings = [type("Sibling", (), {"rfilename": n}) for n in names]
-
     def model_info(self, hub_id, revision=None):
         assert (hub_id, revision, self.token) == ("acme/model", "main", "hf_secret")
-        return Info
+        siblings = [{"rfilename": name} for name in names]
+        return huggingface_hub.hf_api.ModelInfo(id=hub_id, sha="0123abc", siblings=siblings)
 
     def snapshot_download(hub_id, *, revision, allow_patterns, local_dir, token):
         assert (revision, token) == ("0123abc", "hf_secret")
@@ -185,6 +202,21 @@ def test_the_hub_is_asked_for_exactly_the_chosen_files(tmp_path, monkeypatch):
     assert manifest["model"]["commit"] == "0123abc"
     assert requested == [[*CONFIG, *TOKENIZER, "weird[1].json"], ["model.safetensors"]]
     assert not (tmp_path / "models" / "acme--model" / ".cache").exists()
+
+
+def test_hub_errors_are_one_line(tmp_path, monkeypatch):
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    def model_info(self, hub_id, revision=None):
+        url = f"https://huggingface.co/api/models/{hub_id}"
+        response = httpx2.Response(401, request=httpx2.Request("GET", url))
+        raise GatedRepoError(f"Access to model {hub_id} is restricted.", response=response)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    with pytest.raises(download_model.DownloadError, match=r"^acme/gated@main: Access to model"):
+        download_model.bake(download_model.HuggingFaceHub(None), tmp_path, "acme/gated")
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
@@ -205,4 +237,6 @@ def test_command_line_as_the_dockerfile_runs_it(tmp_path):
 
     result = run_script("--model", "acme/absent", *common)
     assert result.returncode == 1
-    assert result.stderr.strip().endswith("acme/absent: no such repository in " + str(tmp_path / "hub"))
+    assert result.stderr.strip().endswith(
+        "acme/absent: no such repository in " + str(tmp_path / "hub")
+    )
