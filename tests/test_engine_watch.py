@@ -10,7 +10,9 @@ SCRIPT = textwrap.dedent(
     from vllm_worker.engine import EngineWatch
 
     resources = types.SimpleNamespace(engine_dead=False)
-    engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(resources=resources))
+    engine = types.SimpleNamespace(
+        engine_core=types.SimpleNamespace(resources=resources), output_handler=None
+    )
     watch = EngineWatch(engine, interval_s=0.05, grace_s=0.2)
     watch.start()
     time.sleep(0.2)

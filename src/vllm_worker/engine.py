@@ -34,17 +34,29 @@ class EngineWatch(threading.Thread):
 
     def __init__(self, engine, interval_s: float = 0.5, grace_s: float = DEATH_GRACE_S) -> None:
         super().__init__(name="engine-watch", daemon=True)
-        self._resources = engine.engine_core.resources
+        self._engine = engine
         self._interval_s = interval_s
         self._grace_s = grace_s
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.wait(self._interval_s):
-            if self._resources.engine_dead:
+            if self._engine.engine_core.resources.engine_dead:
                 logger.error("vLLM engine died; exiting in %.0f s", self._grace_s)
+                self._fail_running_requests()
                 if not self._stopped.wait(self._grace_s):
                     os._exit(1)
+
+    def _fail_running_requests(self) -> None:
+        """Hand every waiting request vLLM's own `EngineDeadError` now: vLLM notices a killed
+        engine core only once its clean-up is done, which can outlast the grace period."""
+        handler = getattr(self._engine, "output_handler", None)
+        if handler is None:  # no request was ever made
+            return
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        fail = self._engine.output_processor.propagate_error
+        handler.get_loop().call_soon_threadsafe(fail, EngineDeadError())
 
     def stop(self) -> None:
         self._stopped.set()
