@@ -106,31 +106,33 @@ def record(traces: list[Trace], wall_s: float, max_tokens: int, usage: dict) -> 
 
 
 class Monitor:
-    """CPU time and peak resident memory of named processes, over one `with` block.
+    """CPU time and peak resident memory of named groups of processes, over one `with` block.
 
-    CPU times are each process's own (user + system), without its children. Memory is
+    CPU times are user + system of the listed processes themselves, without other children.
+    A group's memory is the sum of its processes' RSS (shared pages count once per process),
     sampled every 50 ms, so a peak shorter than that may be missed.
     """
 
-    def __init__(self, processes: dict[str, psutil.Process], interval_s: float = 0.05) -> None:
-        self._processes = processes
+    def __init__(self, groups: dict[str, list[psutil.Process]], interval_s: float = 0.05) -> None:
+        self._groups = groups
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._cpu0: dict[str, float] = {}
-        self.peak_rss = dict.fromkeys(processes, 0)
+        self.peak_rss = dict.fromkeys(groups, 0)
         self.cpu_s: dict[str, float] = {}
 
     def _cpu(self) -> dict[str, float]:
         return {
-            name: (times := proc.cpu_times()).user + times.system
-            for name, proc in self._processes.items()
+            name: sum((times := proc.cpu_times()).user + times.system for proc in procs)
+            for name, procs in self._groups.items()
         }
 
     def _sample(self) -> None:
         while True:
-            for name, proc in self._processes.items():
-                self.peak_rss[name] = max(self.peak_rss[name], proc.memory_info().rss)
+            for name, procs in self._groups.items():
+                rss = sum(proc.memory_info().rss for proc in procs)
+                self.peak_rss[name] = max(self.peak_rss[name], rss)
             if self._stop.wait(self._interval_s):
                 return
 
@@ -148,18 +150,18 @@ class Monitor:
         return {"cpu_s": self.cpu_s, "peak_rss": self.peak_rss}
 
 
-def engine_core(parent: psutil.Process) -> psutil.Process:
-    """vLLM's engine core process among `parent`'s descendants."""
+def engine_processes(parent: psutil.Process) -> list[psutil.Process]:
+    """vLLM's engine core among `parent`'s descendants, with its model-runner children."""
     for child in parent.children(recursive=True):
         if "EngineCore" in child.name() or "EngineCore" in " ".join(child.cmdline()):
-            return child
+            return [child, *child.children(recursive=True)]
     raise RuntimeError(f"no EngineCore process under pid {parent.pid}")
 
 
 async def run_phases(
     workload: Workload,
     paths: dict[str, Path],
-    processes: dict[str, psutil.Process],
+    processes: dict[str, list[psutil.Process]],
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Warm every path up, then run each (path, concurrency) `rounds` times, interleaved."""

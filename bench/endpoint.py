@@ -23,7 +23,14 @@ import aiohttp
 import httpx
 import psutil
 
-from bench.common import MESSAGES, Workload, engine_core, native_input, run_phases, sampling_params
+from bench.common import (
+    MESSAGES,
+    Workload,
+    engine_processes,
+    native_input,
+    run_phases,
+    sampling_params,
+)
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 #: The worker's start-up lines (src/vllm_worker/__main__.py), with their log timestamps.
@@ -77,10 +84,10 @@ class LocalEndpoint:
             time.sleep(0.05)
         raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s; see {self.log}")
 
-    def processes(self) -> dict[str, psutil.Process]:
+    def processes(self) -> dict[str, list[psutil.Process]]:
         endpoint = psutil.Process(self.process.pid)
         (worker,) = (p for p in endpoint.children() if "vllm_worker" in " ".join(p.cmdline()))
-        return {"worker": worker, "engine_core": engine_core(worker), "endpoint": endpoint}
+        return {"worker": [worker], "engine": engine_processes(worker), "endpoint": [endpoint]}
 
     def cold_start(self, ready: float) -> dict[str, float]:
         """Where the time from spawning the endpoint to the worker's first job poll went."""
@@ -90,7 +97,7 @@ class LocalEndpoint:
             stamps.append(at)
             settings_s = float(match["settings"] or settings_s)
         settings_at, engine_at, ready_at = stamps
-        worker_created = self.processes()["worker"].create_time()
+        worker_created = self.processes()["worker"][0].create_time()
         return {
             "endpoint start, until the worker process exists": worker_created - self.spawned,
             "worker: Python start until main()": settings_at - settings_s - worker_created,
@@ -179,7 +186,7 @@ async def _phases(endpoint: LocalEndpoint, workload: Workload, log: Callable) ->
     ):
         served = (await openai.models.list()).data[0].id
         paths = make_paths(client, openai, endpoint.url, served)
-        processes = {**endpoint.processes(), "client": psutil.Process()}
+        processes = {**endpoint.processes(), "client": [psutil.Process()]}
         return await run_phases(workload, paths, processes, log)
 
 

@@ -26,7 +26,7 @@ import psutil
 from bench.common import (
     MESSAGES,
     Workload,
-    engine_core,
+    engine_processes,
     native_input,
     openai_body,
     run_phases,
@@ -106,7 +106,7 @@ async def run(workload: Workload) -> dict:
     try:
         paths = make_paths(engine, make_handler(engine, config), config.served_model_name)
         me = psutil.Process()
-        processes = {"worker": me, "engine_core": engine_core(me)}
+        processes = {"worker": [me], "engine": engine_processes(me)}
         results = await run_phases(workload, paths, processes, log)
     finally:
         engine.shutdown()

@@ -117,7 +117,7 @@ def _table(rows: list[Row]) -> list[str]:
     lines = [
         "| path | conc. | output tok/s | x raw | spread | TTFT p50 ms | TTFT p90 ms | "
         "Δ TTFT p50 ms | gap p50 ms | gap p90 ms | items/job | worker CPU µs/tok | "
-        "engine core CPU µs/tok | worker peak RSS MiB | engine core peak RSS MiB |",
+        "engine CPU µs/tok | worker peak RSS MiB | engine peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -125,8 +125,8 @@ def _table(rows: list[Row]) -> list[str]:
             f"| {PATHS[r.path]} | {r.concurrency} | {r.tok_s:.0f} | {r.ratio:.3f} | "
             f"{100 * r.spread:.1f} % | {_ms(r.ttft_p50)} | {_ms(r.ttft_p90)} | "
             f"{r.ttft_delta_ms:+.1f} | {_ms(r.gap_p50)} | {_ms(r.gap_p90)} | {r.items:.1f} | "
-            f"{r.cpu_us['worker']:.0f} | {r.cpu_us['engine_core']:.0f} | "
-            f"{r.rss_mib['worker']:.0f} | {r.rss_mib['engine_core']:.0f} |"
+            f"{r.cpu_us['worker']:.0f} | {r.cpu_us['engine']:.0f} | "
+            f"{r.rss_mib['worker']:.0f} | {r.rss_mib['engine']:.0f} |"
         )
     return lines
 
@@ -227,8 +227,9 @@ def markdown(run: dict[str, Any], summaries: dict[str, list[Row]]) -> str:
         "- **worker CPU**: user + system CPU time per output token of the process running the "
         "worker, without its children: in-process phases, the benchmark process (vLLM's "
         "front end, handler and the benchmark's few client lines); endpoint phases, the "
-        "`python -m vllm_worker` process. **engine core**: vLLM's engine core child process. "
-        "Peak RSS is sampled every 50 ms.",
+        "`python -m vllm_worker` process. **engine**: vLLM's engine core child process and its "
+        "model-runner child (`VLLM::Worker`), summed. Peak RSS is sampled every 50 ms; for the "
+        "engine it is the sum of both processes' RSS.",
         "",
     ]
     for entry in run["workloads"]:
