@@ -175,8 +175,10 @@ class SamplingInput(BaseModel):
     def _translate_legacy_guided(cls, raw: Any) -> Any:
         if not isinstance(raw, dict) or not LEGACY_GUIDED.keys() & raw.keys():
             return raw
-        raw = dict(raw)
-        structured = dict(raw.get("structured_outputs") or {})
+        structured = raw.get("structured_outputs") or {}
+        if not isinstance(structured, dict):
+            return raw  # field validation reports the wrong type
+        raw, structured = dict(raw), dict(structured)
         for legacy, key in LEGACY_GUIDED.items():
             if legacy in raw:
                 structured[key] = raw.pop(legacy)
