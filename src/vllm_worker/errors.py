@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class JobInputError(ValueError):
     """The job's input cannot be served; the message names the field and what was wrong."""
+
+
+def validate(model: type[M], raw: object, prefix: str = "") -> M:
+    """`raw` as a `model`, or `JobInputError` naming each wrong field (and, for an unknown
+    one, the accepted fields)."""
+    if not isinstance(raw, dict):
+        raise JobInputError(f"{prefix or 'input'}: must be an object (got {type(raw).__name__})")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        message = describe(error, prefix)
+        if "unknown field" in message:
+            message += f". Accepted: {', '.join(model.model_fields)}"
+        raise JobInputError(message) from None
 
 
 def describe(error: ValidationError, prefix: str = "") -> str:

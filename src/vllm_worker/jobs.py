@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.config import WorkerSettings
-from vllm_worker.errors import JobInputError, describe
+from vllm_worker.errors import validate
 
 
 class ChatMessage(BaseModel):
@@ -71,12 +71,4 @@ class NativeJob(StreamBatching, BaseModel):
 
 def parse_native(raw: object) -> NativeJob:
     """Validate a native job's input or raise `JobInputError` naming the field."""
-    if not isinstance(raw, dict):
-        raise JobInputError(f"input: must be an object (got {type(raw).__name__})")
-    try:
-        return NativeJob.model_validate(raw)
-    except ValidationError as error:
-        message = describe(error)
-        if "unknown field" in message:
-            message += f". Accepted: {', '.join(NativeJob.model_fields)}"
-        raise JobInputError(message) from None
+    return validate(NativeJob, raw)

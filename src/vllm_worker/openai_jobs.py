@@ -19,11 +19,11 @@ from contextlib import aclosing
 from http import HTTPStatus
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_worker.batching import TICK, BatchPolicy, paced
 from vllm_worker.config import Config
-from vllm_worker.errors import describe
+from vllm_worker.errors import JobInputError, validate
 from vllm_worker.jobs import StreamBatching
 
 logger = logging.getLogger(__name__)
@@ -78,12 +78,11 @@ def error_json(message: str, err_type: str, status: HTTPStatus, param: str | Non
 def parse_openai(raw: dict) -> OpenAIJob:
     """Validate an OpenAI job's input or raise `OpenAIError`."""
     try:
-        return OpenAIJob.model_validate(raw)
-    except ValidationError as error:
-        message = describe(error)
-        if "unknown field" in message:
-            message += f". Accepted: {', '.join(OpenAIJob.model_fields)}"
-        raise OpenAIError(error_json(message, "BadRequestError", HTTPStatus.BAD_REQUEST)) from None
+        return validate(OpenAIJob, raw)
+    except JobInputError as error:
+        raise OpenAIError(
+            error_json(str(error), "BadRequestError", HTTPStatus.BAD_REQUEST)
+        ) from None
 
 
 def job_routes(app) -> dict[str, str]:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from vllm_worker.errors import JobInputError, describe
+from vllm_worker.errors import validate as validate_model
 
 #: Marks a parameter plain vLLM 0.32 does not accept, which the worker implements itself.
 BEYOND_VLLM = {"beyond_vllm": True}
@@ -247,15 +248,7 @@ class Plan:
 
 def validate(raw: object) -> SamplingInput:
     """Check a job's `sampling_params`, or raise `JobInputError` naming the field."""
-    if not isinstance(raw, dict):
-        raise JobInputError(f"sampling_params: must be an object (got {type(raw).__name__})")
-    try:
-        return SamplingInput.model_validate(raw)
-    except ValidationError as error:
-        message = describe(error, "sampling_params")
-        if "unknown field" in message:
-            message += f". Accepted: {', '.join(SamplingInput.model_fields)}"
-        raise JobInputError(message) from None
+    return validate_model(SamplingInput, raw, "sampling_params")
 
 
 def parse(raw: object) -> Plan:
