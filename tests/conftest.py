@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -62,3 +63,27 @@ def local_endpoint(tmp_path_factory):
         yield endpoint
     finally:
         endpoint.stop()
+
+
+async def wait_idle(engine, timeout_s: float = 5.0) -> None:
+    """Wait until the engine holds no request (an aborted one leaves within moments)."""
+    for _ in range(int(timeout_s / 0.05)):
+        if engine.get_num_unfinished_requests() == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the engine still has unfinished requests")
+
+
+async def cancel_mid_request(engine, job) -> None:
+    """Run the `job` coroutine until its request is in the engine, cancel it, and check that
+    the cancellation reached the engine."""
+    task = asyncio.create_task(job)
+    for _ in range(200):
+        if engine.get_num_unfinished_requests():
+            break
+        await asyncio.sleep(0.02)
+    assert engine.get_num_unfinished_requests() == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_idle(engine)

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import run_job, text_of
+from tests.conftest import cancel_mid_request, run_job, text_of, wait_idle
 
 pytestmark = pytest.mark.engine
 
@@ -142,14 +142,6 @@ async def test_too_long_prompt_names_the_limit(handler):
     assert "8192" in items[0]["error"]
 
 
-async def _wait_idle(engine, timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if engine.get_num_unfinished_requests() == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the engine still has unfinished requests")
-
-
 async def test_closing_the_generator_aborts_the_request(handler, engine):
     job = {
         "prompt": "Tell a story.",
@@ -161,21 +153,12 @@ async def test_closing_the_generator_aborts_the_request(handler, engine):
     assert first["usage"]["output"] == 1
     assert engine.get_num_unfinished_requests() == 1
     await stream.aclose()
-    await _wait_idle(engine)
+    await wait_idle(engine)
 
 
 async def test_cancelling_the_job_task_aborts_the_request(handler, engine):
     job = {"prompt": "Tell a story.", "sampling_params": {"max_tokens": 2000, "ignore_eos": True}}
-    task = asyncio.create_task(run_job(handler, job, "cancelled"))
-    for _ in range(200):
-        if engine.get_num_unfinished_requests():
-            break
-        await asyncio.sleep(0.02)
-    assert engine.get_num_unfinished_requests() == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await _wait_idle(engine)
+    await cancel_mid_request(engine, run_job(handler, job, "cancelled"))
 
 
 async def test_concurrent_jobs_all_complete(handler, engine):
@@ -190,7 +173,7 @@ async def test_concurrent_jobs_all_complete(handler, engine):
     results = await asyncio.gather(*(run_job(handler, job, f"c{i}") for i, job in enumerate(jobs)))
     assert [r[-1]["usage"]["output"] for r in results] == [10] * 12
     assert all("error" not in item for r in results for item in r)
-    await _wait_idle(engine)
+    await wait_idle(engine)
 
 
 async def test_max_batch_wait_sends_partial_batches(engine, config):

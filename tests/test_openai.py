@@ -8,8 +8,7 @@ from itertools import islice
 
 import pytest
 
-from tests.conftest import run_job
-from tests.test_native import _wait_idle
+from tests.conftest import cancel_mid_request, run_job, wait_idle
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.default_model import HUB_ID
 
@@ -245,21 +244,13 @@ async def test_closing_a_stream_aborts_the_request(handler, engine):
     # The first batch arrived while the request still runs: the stream really streams.
     assert engine.get_num_unfinished_requests() == 1
     await stream.aclose()
-    await _wait_idle(engine)
+    await wait_idle(engine)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_cancelling_the_job_task_aborts_the_request(handler, engine, stream):
-    task = asyncio.create_task(run_job(handler, chat(stream=stream, **LONG), "openai-cancelled"))
-    for _ in range(200):
-        if engine.get_num_unfinished_requests():
-            break
-        await asyncio.sleep(0.02)
-    assert engine.get_num_unfinished_requests() == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await _wait_idle(engine)
+    job = run_job(handler, chat(stream=stream, **LONG), "openai-cancelled")
+    await cancel_mid_request(engine, job)
 
 
 async def test_concurrent_openai_and_native_jobs(handler, engine):
@@ -273,7 +264,7 @@ async def test_concurrent_openai_and_native_jobs(handler, engine):
         *(run_job(handler, job, f"mix{i}") for i, job in enumerate(jobs))
     )
     assert all("error" not in item for items in results for item in items if isinstance(item, dict))
-    await _wait_idle(engine)
+    await wait_idle(engine)
 
 
 @pytest.fixture
