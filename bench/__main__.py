@@ -14,10 +14,12 @@ Results go to docs/benchmark.md and docs/benchmark.png (or `--out`); logs to a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,19 +105,29 @@ def uptime() -> str:
 
 
 def run_inprocess(workload: Workload, logs: Path) -> dict:
+    """Run `bench.inprocess` for one workload in a process group of its own.
+
+    However the run ends, the group is killed afterwards: vLLM's engine core outlives a
+    parent that is killed.
+    """
     result_file = logs / f"{workload.name}-inprocess.json"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.inprocess",
+        json.dumps(dataclasses.asdict(workload)),
+        str(result_file),
+    ]
     with (logs / f"{workload.name}-inprocess.log").open("w") as out:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.inprocess",
-                json.dumps(dataclasses.asdict(workload)),
-                str(result_file),
-            ],
-            stdout=out,
-            check=True,
-        )
+        child = subprocess.Popen(command, stdout=out, start_new_session=True)
+        try:
+            code = child.wait()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    if code:
+        raise subprocess.CalledProcessError(code, command)
     return json.loads(result_file.read_text())
 
 
@@ -126,6 +138,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="report folder (default: docs, or a temp folder)")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for other engines")
     args = parser.parse_args()
+    # Stopped by SIGTERM (a CI timeout, `kill`), unwind as on Ctrl-C, so the local endpoint,
+    # which runs in a session of its own, and its engine are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench-out-")) if args.quick else Path("docs"))
     logs = Path(tempfile.mkdtemp(prefix="vllm-worker-bench-"))
     log(f"logs in {logs}")
