@@ -410,7 +410,10 @@ def test_engine_death_fails_running_jobs_and_ends_the_worker(endpoint):
     os.kill(int(core.stdout.split()[0]), signal.SIGKILL)
     results = [wait_final(endpoint, job_id, timeout_s=60) for job_id in running]
     assert [r["status"] for r in results] == ["FAILED"] * 3
-    assert all("engine died" in r["error"] for r in results), results
+    # Usually vLLM's "engine died" error; if vLLM's own clean-up holds the event loop past the
+    # worker's grace period, the endpoint reports the worker's exit instead. Both are clear.
+    clear = ("engine died", "worker process exited")
+    assert all(any(c in r["error"] for c in clear) for r in results), results
     assert _next_exit(endpoint, seen) == 1
     assert time.monotonic() - killed < 20
     endpoint.wait_ready()
