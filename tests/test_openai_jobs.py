@@ -75,6 +75,25 @@ def test_one_chunk_per_event_gives_growing_batches():
     assert len(batcher.rest()) == 2  # 13 events in all: [DONE] comes with the last one
 
 
+def test_role_only_opening_chunks_ride_along_with_the_first_batch():
+    """vLLM opens a chat stream with one role-only chunk per choice; they hold no token."""
+
+    def chunk(index, **delta):
+        return {"choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+
+    opening = [chunk(0, role="assistant", content=""), chunk(1, role="assistant", content="")]
+    tokens = [chunk(i % 2, content=f"t{i}") for i in range(7)]
+    stream = _stream([*opening, *tokens])
+    events = [e + b"\n\n" for e in stream.split(b"\n\n")[:-1]]
+    batcher = EventBatches(POLICY)
+    batches = [batch for event in events for batch in batcher.feed(event)]
+    assert [len(batch) for batch in batches] == [3, 2, 4]
+    assert parsed_events(batches[0])[2] == tokens[0]
+    # A first chunk that carries a token counts as usual.
+    first_token = _stream([chunk(0, role="assistant", content="Hi"), *tokens])
+    assert [len(b) for b in _batches(first_token, [])][:2] == [1, 2]
+
+
 def test_parsed_events_take_data_lines_and_skip_done_and_comments():
     events = [
         b'event: response.created\ndata: {"type": "response.created"}',

@@ -273,7 +273,9 @@ class EventBatches:
     Chunks may end anywhere, even inside a multi-byte character; only complete events (vLLM
     ends each with a blank line) are handed on, so no yield ever carries part of an event.
     With the policy's `max_wait_s`, pending events also leave once the oldest has waited that
-    long (`time_left`, then `flush`), as native streams do.
+    long (`time_left`, then `flush`), as native streams do. vLLM opens a chat stream with an
+    event per choice that only announces the role; those carry no token, so they ride along
+    with the first batch instead of filling it.
     """
 
     def __init__(self, policy: BatchPolicy) -> None:
@@ -283,10 +285,17 @@ class EventBatches:
         self._events: list[bytes] = []
         self._tail = b""
         self._first_at: float | None = None  # when the oldest pending event arrived
+        self._opening = True  # no event with a token seen yet
 
     def feed(self, chunk: bytes) -> Iterator[list[bytes]]:
         """The batches this chunk completes (often none); events lack their blank line."""
         *complete, self._tail = (self._tail + chunk).split(_EVENT_END)
+        if self._opening:
+            for event in complete:
+                if not _announces_role(event):
+                    self._opening = False
+                    break
+                self._target += 1
         if complete and not self._events and self.max_wait_s:
             self._first_at = time.monotonic()
         self._events += complete
@@ -312,6 +321,21 @@ class EventBatches:
     def rest(self) -> list[bytes]:
         """The events left at the end of the stream; an unterminated tail counts as one."""
         return [*self._events, self._tail] if self._tail.strip() else self._events
+
+
+def _announces_role(event: bytes) -> bool:
+    """A chat chunk whose choices only say `role` (content empty, nothing finished)."""
+    data = parsed_events([event])
+    choices = data[0].get("choices") if data and isinstance(data[0], dict) else None
+    if not choices:
+        return False
+    for choice in choices:
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or "role" not in delta or delta.keys() - {"role", "content"}:
+            return False
+        if delta.get("content") or choice.get("finish_reason") or choice.get("logprobs"):
+            return False
+    return True
 
 
 def sse_text(events: list[bytes]) -> str:

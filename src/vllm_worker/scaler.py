@@ -1,0 +1,120 @@
+"""The runpod SDK's job loop (`JobScaler`), without its polling waits and with a bounded stop.
+
+runpod 1.10.0's loop takes jobs and starts them on timers: `run_jobs` looks at its queue every
+0.1 s, and `get_jobs` counts a queued job twice (queue and progress list), so a worker that is
+far from full sleeps a whole second before taking more. Each wait lands on a job's time to
+first token. This subclass keeps the SDK's protocol code (job fetch, handler call, streaming,
+results, stop signals) and replaces only the waits: a job starts as soon as it is queued, and
+the loop asks for more as soon as a slot frees.
+
+On SIGTERM the SDK stops taking jobs but then waits for the running ones without a limit,
+while the platform kills a container that does not exit in time; here running jobs get
+`SHUTDOWN_GRACE_PERIOD` seconds, then are cancelled (each aborts its vLLM request), so the
+worker exits 0 on its own.
+
+It depends on the SDK's internals, so `install` refuses any other runpod version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import runpod
+from runpod.serverless.modules import rp_scale
+
+logger = logging.getLogger(__name__)
+
+#: The runpod version whose JobScaler internals this module was written against.
+SDK_VERSION = "1.10.0"
+
+
+class JobScaler(rp_scale.JobScaler):
+    #: Set by `install`: seconds running jobs get after SIGTERM before they are cancelled.
+    grace_s: float = 30.0
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        # The worker's concurrency is fixed: size the queue once, here, so `set_scale` never
+        # swaps it for a new one while `run_jobs` waits on it.
+        self.current_concurrency = self.concurrency_modifier(self.current_concurrency)
+        self.jobs_queue = asyncio.Queue(maxsize=self.current_concurrency)
+        self._slot_freed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().run()
+
+    def current_occupancy(self) -> int:
+        """Jobs taken and not finished; the progress list holds queued jobs too."""
+        return self.job_progress.get_job_count()
+
+    async def set_scale(self) -> None:
+        """Called by `get_jobs` before it asks for jobs: also wait here until a slot is free,
+        so `get_jobs` never finds the worker full and sleeps its fixed second."""
+        await super().set_scale()
+        while self.is_alive() and self.current_occupancy() >= self.current_concurrency:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=1.0)
+
+    async def run_jobs(self, session) -> None:
+        """Start each queued job at once: wait on the queue and the running jobs together."""
+        running: set[asyncio.Task] = set()
+        take: asyncio.Task | None = None
+        stopping = asyncio.ensure_future(self._shutdown_event.wait())
+        while self.is_alive() or not self.jobs_queue.empty():
+            if take is None and len(running) < self.current_concurrency:
+                take = asyncio.ensure_future(self.jobs_queue.get())
+            waiting = running | {t for t in (take, stopping) if t is not None and not t.done()}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if take is not None and take.done():
+                job = take.result()
+                take = None
+                task = asyncio.create_task(self.handle_job(session, job))
+                running.add(task)
+                self.jobs_tasks[job["id"]] = task
+            running -= done
+        for waiter in (take, stopping):
+            if waiter is not None:
+                waiter.cancel()
+        for result in await asyncio.gather(*running, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.error("job failed while the worker stopped: %r", result)
+
+    async def handle_job(self, session, job: dict) -> None:
+        try:
+            await super().handle_job(session, job)
+        finally:
+            self._slot_freed.set()
+
+    def kill_worker(self) -> None:
+        """The SDK's SIGTERM handler: stop taking jobs, and bound the wait for running ones."""
+        if self.is_alive() and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_grace_period)
+        super().kill_worker()
+
+    def _start_grace_period(self) -> None:
+        logger.info(
+            "stopping: %d running job(s) get %.0f s to finish", len(self.jobs_tasks), self.grace_s
+        )
+        self._loop.call_later(self.grace_s, self._cancel_running)
+
+    def _cancel_running(self) -> None:
+        left = [task for task in self.jobs_tasks.values() if not task.done()]
+        if left:
+            logger.warning("grace period over: cancelling %d job(s)", len(left))
+        for task in left:
+            task.cancel()
+
+
+def install(grace_s: float) -> None:
+    """Make `runpod.serverless.start` use this JobScaler."""
+    if runpod.__version__ != SDK_VERSION:
+        raise RuntimeError(
+            f"vllm_worker.scaler is written for runpod {SDK_VERSION}, found {runpod.__version__}"
+        )
+    JobScaler.grace_s = grace_s
+    rp_scale.JobScaler = JobScaler
