@@ -58,6 +58,22 @@ class LocalEndpoint:
             time.sleep(0.5)
         raise TimeoutError("the local endpoint's worker did not become ready")
 
+    def health(self) -> dict:
+        return requests.get(f"{self.url}/health", headers=self.headers, timeout=10).json()
+
+    def most_in_progress(self, until_done: int) -> int:
+        """The most jobs seen in progress at once, watching until `until_done` more ended.
+        Run it in a thread beside the jobs."""
+        start = self.health()["jobs"]
+        most = 0
+        while True:
+            jobs = self.health()["jobs"]
+            most = max(most, jobs["inProgress"])
+            ended = jobs["completed"] + jobs["failed"] - start["completed"] - start["failed"]
+            if ended >= until_done:
+                return most
+            time.sleep(0.05)
+
     def worker_pid(self) -> int:
         found = subprocess.run(
             ["pgrep", "-f", "-P", str(self.process.pid), "vllm_worker"],

@@ -110,3 +110,14 @@ async def test_stream_follows_items_until_the_end():
     producer = asyncio.create_task(produce())
     assert [item async for item in store.stream(job, wait_s=1)] == [0, 1, 2]
     await producer
+
+
+async def test_a_retired_worker_gets_no_more_jobs_and_its_poll_returns_at_once():
+    store = JobStore()
+    polling = asyncio.create_task(store.take("w1", 1, wait_s=30))
+    await asyncio.sleep(0.05)
+    store.retire("w1")
+    assert await asyncio.wait_for(polling, 1) == []
+    job = submit(store)
+    assert await store.take("w1", 1, wait_s=0.1) == []
+    assert await store.take("w2", 1, wait_s=0.1) == [job]

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+import uvloop
 from runpod.serverless.modules import rp_scale
 from runpod.serverless.modules.worker_state import JobsProgress
 
@@ -111,15 +112,46 @@ async def test_stop_lets_running_jobs_finish_within_the_grace_period(monkeypatch
     assert outcomes == {"job-0": "finished", "job-1": "cancelled"}
 
 
-def test_install_replaces_the_sdk_scaler(monkeypatch):
+def test_install_replaces_the_sdk_scaler_and_its_loop(monkeypatch):
     monkeypatch.setattr(rp_scale, "JobScaler", rp_scale.JobScaler)
     monkeypatch.setattr(scaler.JobScaler, "grace_s", scaler.JobScaler.grace_s)
-    scaler.install(grace_s=7)
-    assert rp_scale.JobScaler is scaler.JobScaler
-    assert scaler.JobScaler.grace_s == 7
+    policy = asyncio.get_event_loop_policy()
+    try:
+        scaler.install(grace_s=7)
+        assert rp_scale.JobScaler is scaler.JobScaler
+        assert scaler.JobScaler.grace_s == 7
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(policy)
 
 
 def test_install_refuses_another_sdk_version(monkeypatch):
     monkeypatch.setattr(scaler.runpod, "__version__", "1.11.0")
     with pytest.raises(RuntimeError, match=r"1\.10\.0"):
         scaler.install(grace_s=1)
+
+
+async def test_a_job_the_last_poll_brings_after_the_stop_still_runs():
+    """Cancelling the poll in flight could lose a job the server has just handed out."""
+    stop_seen = asyncio.Event()
+    ran = []
+
+    class LatePoll(Source):
+        async def fetch(self, _session, num_jobs: int):
+            self.asked.append(num_jobs)
+            if len(self.asked) > 1:
+                await asyncio.sleep(0.05)
+                return None
+            await stop_seen.wait()  # a long poll, answered just after the stop
+            return [{"id": "late", "input": {}}]
+
+    async def handler(_session, _config, job):
+        ran.append(job["id"])
+
+    job_scaler = make_scaler(LatePoll(total=0), handler, concurrency=2)
+    loop = asyncio.create_task(job_scaler.run())
+    await asyncio.sleep(0.05)
+    job_scaler.kill_worker()
+    stop_seen.set()
+    await asyncio.wait_for(loop, 5)
+    assert ran == ["late"]

@@ -80,6 +80,7 @@ def main() -> None:
     finally:
         watch.stop()
         engine.shutdown()
+        gc.unfreeze()  # so the exit's clean-up frees them (else nanobind reports leaks)
 
 
 if __name__ == "__main__":

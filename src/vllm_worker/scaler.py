@@ -22,6 +22,8 @@ import contextlib
 import logging
 
 import runpod
+import uvloop
+from runpod.http_client import AsyncClientSession
 from runpod.serverless.modules import rp_scale
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,19 @@ class JobScaler(rp_scale.JobScaler):
         self.jobs_queue = asyncio.Queue(maxsize=self.current_concurrency)
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._taking: asyncio.Task | None = None  # the SDK's get_jobs loop
 
     async def run(self) -> None:
+        """The SDK's three loops. On stop, jobs run until the job poll in flight has returned
+        and whatever it brought has run (cancelling that poll could lose jobs the server just
+        handed out); stop signals are heard until the last job ends."""
         self._loop = asyncio.get_running_loop()
-        await super().run()
+        async with AsyncClientSession() as session:
+            self._taking = asyncio.create_task(self.get_jobs(session))
+            stopping = asyncio.create_task(self.monitor_stop_signals(session))
+            await self.run_jobs(session)
+            stopping.cancel()
+            await asyncio.gather(self._taking, stopping, return_exceptions=True)
 
     def current_occupancy(self) -> int:
         """Jobs taken and not finished; the progress list holds queued jobs too."""
@@ -64,11 +75,10 @@ class JobScaler(rp_scale.JobScaler):
         """Start each queued job at once: wait on the queue and the running jobs together."""
         running: set[asyncio.Task] = set()
         take: asyncio.Task | None = None
-        stopping = asyncio.ensure_future(self._shutdown_event.wait())
-        while self.is_alive() or not self.jobs_queue.empty():
+        while not (self._taking.done() and self.jobs_queue.empty()):
             if take is None and len(running) < self.current_concurrency:
                 take = asyncio.ensure_future(self.jobs_queue.get())
-            waiting = running | {t for t in (take, stopping) if t is not None and not t.done()}
+            waiting = running | {t for t in (take, self._taking) if t is not None and not t.done()}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if take is not None and take.done():
                 job = take.result()
@@ -77,9 +87,8 @@ class JobScaler(rp_scale.JobScaler):
                 running.add(task)
                 self.jobs_tasks[job["id"]] = task
             running -= done
-        for waiter in (take, stopping):
-            if waiter is not None:
-                waiter.cancel()
+        if take is not None:
+            take.cancel()
         for result in await asyncio.gather(*running, return_exceptions=True):
             if isinstance(result, Exception):
                 logger.error("job failed while the worker stopped: %r", result)
@@ -111,10 +120,11 @@ class JobScaler(rp_scale.JobScaler):
 
 
 def install(grace_s: float) -> None:
-    """Make `runpod.serverless.start` use this JobScaler."""
+    """Make `runpod.serverless.start` use this JobScaler, on uvloop as `vllm serve` runs."""
     if runpod.__version__ != SDK_VERSION:
         raise RuntimeError(
             f"vllm_worker.scaler is written for runpod {SDK_VERSION}, found {runpod.__version__}"
         )
     JobScaler.grace_s = grace_s
     rp_scale.JobScaler = JobScaler
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

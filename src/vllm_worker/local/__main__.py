@@ -65,6 +65,31 @@ async def _announce(store: JobStore, url: str, endpoint: str, keyed: bool) -> No
     )
 
 
+class _Server(uvicorn.Server):
+    """Stops the worker before the server on SIGINT or SIGTERM.
+
+    The worker long-polls this server; closed first, it would leave the worker retrying a
+    refused connection (an error line each time) until its own stop. A second signal stops
+    the server at once, as uvicorn does.
+    """
+
+    def __init__(self, config: uvicorn.Config, worker: WorkerProcess) -> None:
+        super().__init__(config)
+        self._worker = worker
+        self._stopping: asyncio.Future | None = None
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if self._stopping is not None or self.should_exit:
+            return super().handle_exit(sig, frame)
+        logger.info("stopping: the worker first, then the endpoint")
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.run_coroutine_threadsafe(self._stop_worker_first(), loop)
+
+    async def _stop_worker_first(self) -> None:
+        await self._worker.stop()
+        self.should_exit = True
+
+
 async def serve(settings: LocalEndpointSettings) -> int:
     """Run the endpoint and its worker; the exit code is non-zero when the worker died."""
     store = JobStore()
@@ -106,7 +131,7 @@ async def serve(settings: LocalEndpointSettings) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, worker)
     await server.serve()
     return exit_code
 
@@ -125,7 +150,11 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    raise SystemExit(asyncio.run(serve(settings)))
+    try:
+        code = asyncio.run(serve(settings))
+    except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn once it stopped
+        code = 130
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

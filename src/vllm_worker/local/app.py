@@ -33,6 +33,12 @@ RUN_RETENTION_S = 30 * 60.0
 RUNSYNC_RETENTION_S = 60.0
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has closed the connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -204,7 +210,18 @@ class Endpoint:
     async def job_take(self, request: Request) -> Response:
         batch = request.url.path.split("/")[2] == "job-take-batch"
         count = _int(request.query_params.get("batch_size"), 1) if batch else 1
-        jobs = await self.store.take(request.path_params["worker_id"], count, POLL_WAIT_S)
+        take = asyncio.ensure_future(
+            self.store.take(request.path_params["worker_id"], count, POLL_WAIT_S)
+        )
+        # A worker that stops cuts its poll short; jobs handed to the closed poll would be
+        # IN_PROGRESS on a worker that never saw them.
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({take, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not take.done():
+            take.cancel()
+            return Response(status_code=204)
+        jobs = take.result()
         if not jobs:
             return Response(status_code=204)
         payload = [{"id": job.id, "input": job.input} for job in jobs]

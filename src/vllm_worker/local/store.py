@@ -90,6 +90,7 @@ class JobStore:
         self._stop_signal: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
         self.counts = collections.Counter()  # completed, failed, retried
         self.workers_seen: dict[str, float] = {}
+        self._retired: set[str] = set()
 
     # --- public side -------------------------------------------------------------------
 
@@ -152,15 +153,18 @@ class JobStore:
         """Up to `count` queued jobs for a worker, waiting up to `wait_s` for the first."""
         self.workers_seen[worker_id] = time.monotonic()
         deadline = time.monotonic() + wait_s
-        while not self._queue:
+        while worker_id not in self._retired:
+            if self._queue:
+                return self._hand_out(worker_id, count)
             self._queued.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return []
-            try:
+                break
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queued.wait(), remaining)
-            except TimeoutError:
-                return []
+        return []
+
+    def _hand_out(self, worker_id: str, count: int) -> list[Job]:
         taken = []
         while self._queue and len(taken) < count:
             job = self._queue.popleft()
@@ -168,6 +172,11 @@ class JobStore:
             job.touch()
             taken.append(job)
         return taken
+
+    def retire(self, worker_id: str) -> None:
+        """A stopping worker gets no more jobs; its job poll in flight returns empty now."""
+        self._retired.add(worker_id)
+        self._queued.set()
 
     async def stops(self, worker_id: str, wait_s: float) -> list[str]:
         """Ids of this worker's jobs it must stop, waiting up to `wait_s` for one."""

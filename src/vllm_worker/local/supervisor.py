@@ -83,6 +83,8 @@ class WorkerProcess:
         self.command = command or [sys.executable, "-m", "vllm_worker"]
         self.process: asyncio.subprocess.Process | None = None
         self._generation = 0
+        self._stopping = False
+        self.worker_id: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -92,11 +94,11 @@ class WorkerProcess:
         """Start the worker and keep watching it until it ends for good."""
         while True:
             self._generation += 1
-            worker_id = f"local-worker-{self._generation}"
-            env = worker_environment(os.environ, self.url, self.token, worker_id)
+            self.worker_id = f"local-worker-{self._generation}"
+            env = worker_environment(os.environ, self.url, self.token, self.worker_id)
             # A fresh folder per worker, like a fresh container on the platform: the SDK keeps
             # its in-progress jobs in ./.runpod_jobs.pkl, and a stale one blocks a new worker.
-            with tempfile.TemporaryDirectory(prefix=f"{worker_id}-") as folder:
+            with tempfile.TemporaryDirectory(prefix=f"{self.worker_id}-") as folder:
                 self.process = await asyncio.create_subprocess_exec(
                     *self.command,
                     env=env,
@@ -108,6 +110,8 @@ class WorkerProcess:
                 _kill_group(self.process.pid)
             message = f"the worker process exited with code {code} while this job was running"
             self.store.worker_exited(None, message, fail_queued=not self.restart)
+            if self._stopping:
+                return
             if not self.restart:
                 logger.error("worker exited with code %s; stopping the local endpoint", code)
                 await asyncio.sleep(EXIT_GRACE_S)  # clients may still read the failed jobs
@@ -118,9 +122,11 @@ class WorkerProcess:
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
         self.restart = False
+        self._stopping = True
         if not self.alive:
             return
         self.process.send_signal(signal.SIGTERM)
+        self.store.retire(self.worker_id)
         try:
             await asyncio.wait_for(self.process.wait(), STOP_GRACE_S)
         except TimeoutError:

@@ -1,0 +1,57 @@
+"""The local endpoint's HTTP layer on raw ASGI messages, without a worker or an engine."""
+
+import asyncio
+
+from vllm_worker.local.app import build_app
+from vllm_worker.local.store import JobStore, Status
+
+
+def job_take_scope(worker_id: str, token: str) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": f"/_worker/job-take/{worker_id}",
+        "raw_path": f"/_worker/job-take/{worker_id}".encode(),
+        "query_string": f"token={token}&job_in_progress=0".encode(),
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def test_a_job_poll_the_worker_closed_hands_out_no_job():
+    """A stopping worker cuts its long poll short; a job arriving then stays queued."""
+    store = JobStore()
+    app = build_app(
+        store,
+        lambda: True,
+        api_key=None,
+        worker_token="secret",
+        execution_timeout_s=60,
+        max_body_bytes=1000,
+    )
+    closed = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if not sent and not closed.is_set():
+            sent.append({"type": "request read"})
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await closed.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    poll = asyncio.create_task(app(job_take_scope("w1", "secret"), receive, send))
+    await asyncio.sleep(0.05)
+    closed.set()
+    await asyncio.wait_for(poll, 2)
+    job = store.submit({"prompt": "Hi"}, 60, 60)
+    assert job.status is Status.IN_QUEUE
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [204]
+    assert await store.take("w2", 1, wait_s=0.1) == [job]
