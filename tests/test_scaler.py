@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 
 import pytest
@@ -15,10 +16,17 @@ from vllm_worker import scaler
 
 @pytest.fixture(autouse=True)
 def progress_file(tmp_path, monkeypatch):
-    """The SDK pickles its progress list to the working directory; keep it in tmp_path."""
+    """The SDK pickles its progress list to the working directory; keep it in tmp_path, and
+    undo what an earlier test's scaler set on the SDK's singleton progress list."""
     monkeypatch.setattr(JobsProgress, "_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(JobsProgress, "_STATE_FILE", str(tmp_path / "jobs.pkl"))
-    JobsProgress().clear()
+    progress = JobsProgress()
+    for name in ("_save_state", "_load_state"):
+        vars(progress).pop(name, None)
+    progress.clear()
+    yield tmp_path / "jobs.pkl"
+    for name in ("_save_state", "_load_state"):
+        vars(progress).pop(name, None)
 
 
 class Source:
@@ -155,3 +163,31 @@ async def test_a_job_the_last_poll_brings_after_the_stop_still_runs():
     stop_seen.set()
     await asyncio.wait_for(loop, 5)
     assert ran == ["late"]
+
+
+async def test_the_progress_file_follows_the_jobs_written_off_the_loop(progress_file):
+    """The SDK's heartbeat reports the job ids in this file; it is written from a snapshot at
+    most every PROGRESS_SAVE_INTERVAL_S, and the in-memory list is never reloaded from it."""
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def handler(_session, _config, _job):
+        started.set()
+        await release.wait()
+
+    def saved_ids() -> set[str]:
+        with progress_file.open("rb") as saved:
+            return {job.id for job in pickle.load(saved)}
+
+    job_scaler = make_scaler(Source(total=2), handler, concurrency=2)
+    loop = asyncio.create_task(job_scaler.run())
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(scaler.PROGRESS_SAVE_INTERVAL_S + 0.3)
+    assert saved_ids() == {"job-0", "job-1"}
+    progress_file.write_bytes(pickle.dumps(set()))  # a stale file is not read back
+    # The SDK's job poll asks get_job_list, which would reload the list from the file.
+    assert set(job_scaler.job_progress.get_job_list().split(",")) == {"job-0", "job-1"}
+    release.set()
+    await asyncio.sleep(scaler.PROGRESS_SAVE_INTERVAL_S + 0.3)
+    assert saved_ids() == set()
+    job_scaler.kill_worker()
+    await asyncio.wait_for(loop, 5)

@@ -2,10 +2,16 @@
 
 runpod 1.10.0's loop takes jobs and starts them on timers: `run_jobs` looks at its queue every
 0.1 s, and `get_jobs` counts a queued job twice (queue and progress list), so a worker that is
-far from full sleeps a whole second before taking more. Each wait lands on a job's time to
-first token. This subclass keeps the SDK's protocol code (job fetch, handler call, streaming,
-results, stop signals) and replaces only the waits: a job starts as soon as it is queued, and
-the loop asks for more as soon as a slot frees.
+far from full sleeps a whole second before taking more. It also rewrites its progress file
+(the job ids its heartbeat process reports) on the event loop at every job start and end, and
+reads it back at every job poll: file I/O that, under load, stalls the loop for milliseconds
+(about 40 % of the worker's busy time in a profile at 16 concurrent jobs). Each stall lands on
+time to first token and throughput. This subclass keeps the SDK's protocol code (job fetch,
+handler call, streaming, results, stop signals) and replaces only the waits and the file work:
+a job starts as soon as it is queued, the loop asks for more as soon as a slot frees, and the
+progress file is written from a snapshot in a background thread, at most every
+`PROGRESS_SAVE_INTERVAL_S`; in this process the in-memory list is the truth, so it is not
+read back.
 
 On SIGTERM the SDK stops taking jobs but then waits for the running ones without a limit,
 while the platform kills a container that does not exit in time; here running jobs get
@@ -18,11 +24,16 @@ It depends on the SDK's internals, so `install` refuses any other runpod version
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import os
+import pickle
+import tempfile
 
 import runpod
 import uvloop
+from filelock import FileLock
 from runpod.http_client import AsyncClientSession
 from runpod.serverless.modules import rp_scale
 
@@ -30,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The runpod version whose JobScaler internals this module was written against.
 SDK_VERSION = "1.10.0"
+#: The heartbeat reads the progress file every RUNPOD_PING_INTERVAL (10 s by default).
+PROGRESS_SAVE_INTERVAL_S = 0.5
 
 
 class JobScaler(rp_scale.JobScaler):
@@ -45,6 +58,12 @@ class JobScaler(rp_scale.JobScaler):
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._taking: asyncio.Task | None = None  # the SDK's get_jobs loop
+        # Instance attributes shadow the SDK's methods on its progress list (a singleton the
+        # heartbeat process, forked earlier, does not share).
+        self.job_progress._save_state = self._save_progress_soon
+        self.job_progress._load_state = lambda: None
+        self._progress_writer = concurrent.futures.ThreadPoolExecutor(1, "progress-file")
+        self._progress_save_due = False
 
     async def run(self) -> None:
         """The SDK's three loops. On stop, jobs run until the job poll in flight has returned
@@ -57,6 +76,17 @@ class JobScaler(rp_scale.JobScaler):
             await self.run_jobs(session)
             stopping.cancel()
             await asyncio.gather(self._taking, stopping, return_exceptions=True)
+
+    def _save_progress_soon(self) -> None:
+        if self._progress_save_due or self._loop is None:
+            return
+        self._progress_save_due = True
+        self._loop.call_later(PROGRESS_SAVE_INTERVAL_S, self._save_progress)
+
+    def _save_progress(self) -> None:
+        self._progress_save_due = False
+        snapshot = set(self.job_progress)
+        self._progress_writer.submit(_write_progress, snapshot, self.job_progress._STATE_FILE)
 
     def current_occupancy(self) -> int:
         """Jobs taken and not finished; the progress list holds queued jobs too."""
@@ -117,6 +147,18 @@ class JobScaler(rp_scale.JobScaler):
             logger.warning("grace period over: cancelling %d job(s)", len(left))
         for task in left:
             task.cancel()
+
+
+def _write_progress(jobs: set, path: str) -> None:
+    """The SDK's progress file as its heartbeat reads it: a pickled set of jobs, replaced
+    atomically under the SDK's file lock."""
+    try:
+        with FileLock(path + ".lock"):
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as out:
+                pickle.dump(jobs, out)
+            os.replace(out.name, path)
+    except OSError as error:
+        logger.error("could not write the SDK's progress file: %s", error)
 
 
 def install(grace_s: float) -> None:
