@@ -1,26 +1,20 @@
 """Endpoint phases: the full path, client -> local endpoint -> worker (SDK platform mode) -> engine.
 
-Starts `python -m vllm_worker.local` as `make run` does, times its cold start from the worker's
-own log lines, and drives three paths against it: `/run` + `/stream` (native, streaming),
-`/runsync` (native, not streaming) and the OpenAI client streaming from `/openai/v1`.
+Starts `python -m vllm_worker.local` as `make run` does, with the tests' harness
+(`vllm_worker.local.testing`), times its cold start from the worker's own log lines, and drives
+three paths against it: `/run` + `/stream` (native, streaming), `/runsync` (native, not
+streaming) and the OpenAI client streaming from `/openai/v1`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
-import httpx
 import psutil
 
 from bench.common import (
@@ -31,6 +25,7 @@ from bench.common import (
     run_phases,
     sampling_params,
 )
+from vllm_worker.local.testing import LocalEndpoint
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 #: The worker's start-up lines (src/vllm_worker/__main__.py), with their log timestamps.
@@ -41,81 +36,37 @@ _LOG_LINE = re.compile(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start(workload: Workload, log: Path) -> LocalEndpoint:
+    """`python -m vllm_worker.local` on the workload's model (the default one when it names
+    none), without a key, on loopback, accepting any endpoint id."""
+    return LocalEndpoint(log, api_key=None, MODEL_NAME=workload.model or None)
 
 
-class LocalEndpoint:
-    """A `python -m vllm_worker.local` process, its worker and the worker's engine core."""
+def processes(endpoint: LocalEndpoint) -> dict[str, list[psutil.Process]]:
+    """The endpoint's processes by role: its worker, the worker's engine core, itself."""
+    worker = endpoint.worker()
+    endpoint_process = psutil.Process(endpoint.process.pid)
+    return {"worker": [worker], "engine": engine_processes(worker), "endpoint": [endpoint_process]}
 
-    def __init__(self, workload: Workload, log: Path) -> None:
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}/v2/local"
-        self.log = log
-        env = {**os.environ, **workload.env(), "PORT": str(port)}
-        for var in ("RUNPOD_API_KEY", "ENDPOINT_ID", "HOST"):  # loopback, no key, any id
-            env.pop(var, None)
-        if not workload.model:
-            env.pop("MODEL_NAME", None)
-        self.spawned = time.time()
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "vllm_worker.local"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
 
-    def wait_ready(self, timeout_s: float = 600) -> float:
-        """Wait until the worker polls for jobs; return that moment (epoch seconds)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the local endpoint exited; see {self.log}")
-            try:
-                health = httpx.get(f"{self.url}/health", timeout=5).json()
-                if health["workers"]["idle"] >= 1:
-                    return time.time()
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s; see {self.log}")
-
-    def processes(self) -> dict[str, list[psutil.Process]]:
-        endpoint = psutil.Process(self.process.pid)
-        (worker,) = (p for p in endpoint.children() if "vllm_worker" in " ".join(p.cmdline()))
-        return {"worker": [worker], "engine": engine_processes(worker), "endpoint": [endpoint]}
-
-    def cold_start(self, ready: float) -> dict[str, float]:
-        """Where the time from spawning the endpoint to the worker's first job poll went."""
-        stamps, settings_s = [], 0.0
-        for match in _LOG_LINE.finditer(self.log.read_text()):
-            at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            stamps.append(at)
-            settings_s = float(match["settings"] or settings_s)
-        settings_at, engine_at, ready_at = stamps
-        worker_created = self.processes()["worker"][0].create_time()
-        return {
-            "endpoint start, until the worker process exists": worker_created - self.spawned,
-            "worker: Python start until main()": settings_at - settings_s - worker_created,
-            "worker: settings (imports vLLM, parses config)": settings_s,
-            "worker: engine start": engine_at - settings_at,
-            "worker: own set-up (engine watch, import runpod)": ready_at - engine_at,
-            "worker: SDK start until its first job poll": ready - ready_at,
-            "total, until the worker takes jobs": ready - self.spawned,
-        }
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+def cold_start(endpoint: LocalEndpoint, ready: float) -> dict[str, float]:
+    """Where the time from spawning the endpoint to the worker's first job poll went."""
+    stamps, settings_s = [], 0.0
+    for match in _LOG_LINE.finditer(endpoint.log_text()):
+        at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        stamps.append(at)
+        settings_s = float(match["settings"] or settings_s)
+    settings_at, engine_at, ready_at = stamps
+    worker_created = endpoint.worker().create_time()
+    return {
+        "endpoint start, until the worker process exists": worker_created - endpoint.spawned,
+        "worker: Python start until main()": settings_at - settings_s - worker_created,
+        "worker: settings (imports vLLM, parses config)": settings_s,
+        "worker: engine start": engine_at - settings_at,
+        "worker: own set-up (engine watch, import runpod)": ready_at - engine_at,
+        "worker: SDK start until its first job poll": ready - ready_at,
+        "total, until the worker takes jobs": ready - endpoint.spawned,
+    }
 
 
 def make_paths(client: aiohttp.ClientSession, openai, url: str, served_model: str) -> dict:
@@ -187,16 +138,16 @@ async def _phases(endpoint: LocalEndpoint, workload: Workload, log: Callable) ->
         served = (await openai.models.list()).data[0].id
         paths = make_paths(client, openai, endpoint.url, served)
         me = psutil.Process()
-        processes = {**endpoint.processes(), "client": [me]}
-        return await run_phases(workload, paths, processes, me, log)
+        watched = {**processes(endpoint), "client": [me]}
+        return await run_phases(workload, paths, watched, me, log)
 
 
 def run(workload: Workload, log_file: Path, log: Callable[[str], None]) -> dict:
     """Start the endpoint, time its cold start, run the endpoint phases, stop it."""
-    endpoint = LocalEndpoint(workload, log_file)
+    endpoint = start(workload, log_file)
     try:
-        ready = endpoint.wait_ready()
-        cold = endpoint.cold_start(ready)
+        ready = endpoint.wait_ready(timeout_s=600)
+        cold = cold_start(endpoint, ready)
         log(f"worker ready {cold['total, until the worker takes jobs']:.1f}s after start")
         results = asyncio.run(_phases(endpoint, workload, log))
     finally:

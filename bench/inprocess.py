@@ -97,15 +97,17 @@ def make_paths(engine, handler, served_model: str) -> dict:
 
 async def run(workload: Workload) -> dict:
     from vllm_worker import config as worker_config
+    from vllm_worker import model, worker
     from vllm_worker.engine import start_engine
-    from vllm_worker.handler import make_handler
 
-    config = worker_config.load(workload.env())
+    config = model.prepare(worker_config.load(workload.env()))
     started = time.perf_counter()
     engine = start_engine(config)
     log(f"engine ready in {time.perf_counter() - started:.1f}s")
     try:
-        paths = make_paths(engine, make_handler(engine, config), config.served_model_name)
+        built = worker.build(engine, config)
+        await built.serving.state()
+        paths = make_paths(engine, built.handler, config.served_model_name)
         me = psutil.Process()
         processes = {"worker": [me], "engine": engine_processes(me)}
         # The benchmark's main process started this one: engines under it are ours.

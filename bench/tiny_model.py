@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vllm_worker.default_model import cache_dir
+from vllm_worker.config import WorkerSettings
 
 NAME = "bench-tiny-llama"
 
@@ -41,7 +41,8 @@ CORPUS = [
 
 def ensure_tiny_model() -> Path:
     """The model's folder under the worker cache, built on first use (a few seconds)."""
-    target = cache_dir() / "models" / NAME
+    cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
+    target = cache / "models" / NAME
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,10 @@ def main() -> None:
     gc.disable()
     logs.setup()
     log = logging.getLogger("vllm_worker")
-    # The SDK logs every streamed item (prompt and output text) at its default DEBUG level.
-    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
-    from vllm_worker.config import ConfigError, LocalEndpointSettings, load
+    from vllm_worker import config as settings
+    from vllm_worker import model
+    from vllm_worker.local.settings import LocalEndpointSettings
 
     try:
         if LocalEndpointSettings.from_env(os.environ).local_endpoint:
@@ -35,18 +35,24 @@ def main() -> None:
 
             gc.enable()
             return serve_locally()
-        config = load()
-    except ConfigError as error:
+        config = settings.load()
+    except settings.ConfigError as error:
         print(f"vllm-worker: invalid setting: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    # The SDK reads its level when imported; at its own default, DEBUG, it logs every prompt.
+    os.environ["RUNPOD_LOG_LEVEL"] = config.worker.runpod_log_level
     if config.cpu_defaults:
         log.info(
             "no GPU: using CPU defaults %s (set the variables to override)", config.cpu_defaults
         )
+    config = model.prepare(config)
     log.info("settings read in %.1fs; starting the engine", time.perf_counter() - started)
 
+    from vllm import envs
+
+    from vllm_worker import worker as assembly
     from vllm_worker.engine import EngineWatch, start_engine
-    from vllm_worker.handler import make_handler
+    from vllm_worker.serving import ServingError
 
     # The SDK takes about a second to import; the engine's own process keeps this one waiting.
     sdk_import = threading.Thread(target=importlib.import_module, args=("runpod",))
@@ -65,18 +71,25 @@ def main() -> None:
 
     from vllm_worker import scaler
 
-    scaler.install(grace_s=config.worker.shutdown_grace_period)
+    worker = assembly.build(engine, config)
 
+    async def on_start() -> None:
+        await worker.start(envs.VLLM_LOG_STATS_INTERVAL)
+        log.info("ready for jobs %.1fs after start", time.perf_counter() - started)
+
+    scaler.install(grace_s=config.worker.shutdown_grace_period, on_start=on_start)
     max_concurrency = config.worker.max_concurrency
-    log.info("ready for jobs %.1fs after start", time.perf_counter() - started)
     try:
         runpod.serverless.start(
             {
-                "handler": make_handler(engine, config),
+                "handler": worker.handler,
                 "concurrency_modifier": lambda _current: max_concurrency,
                 "return_aggregate_stream": True,
             }
         )
+    except ServingError as error:
+        log.error("%s", error)
+        raise SystemExit(1) from None
     finally:
         watch.stop()
         engine.shutdown()

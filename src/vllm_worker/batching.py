@@ -1,17 +1,21 @@
 """The growing batch policy: how many tokens each streamed yield carries, and when it leaves.
 
 Small first batches give a fast first token; growing ones keep the number of HTTP posts per
-job low. Nothing here knows about vLLM or RunPod.
+job low. Every job kind takes its policy from here (`policy_for`). Nothing here knows about
+vLLM or RunPod.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from vllm_worker.config import WorkerSettings
 
 T = TypeVar("T")
 
@@ -41,6 +45,27 @@ class BatchPolicy(BaseModel):
             size = min(size * self.growth, self.max_size)
 
 
+class BatchFields(Protocol):
+    """The optional batch fields a job may carry beside its request (RunPod's worker names)."""
+
+    @property
+    def min_batch_size(self) -> int | None: ...
+    @property
+    def max_batch_size(self) -> int | None: ...
+    @property
+    def batch_size_growth_factor(self) -> float | None: ...
+
+
+def policy_for(job: BatchFields, settings: WorkerSettings) -> BatchPolicy:
+    """A job's batch policy: its own values over the environment's defaults."""
+    return BatchPolicy(
+        min_size=job.min_batch_size or settings.default_min_batch_size,
+        max_size=job.max_batch_size or settings.default_batch_size,
+        growth=job.batch_size_growth_factor or settings.default_batch_size_growth_factor,
+        max_wait_s=settings.max_batch_wait_ms / 1000 or None,
+    )
+
+
 class _Failed:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -48,7 +73,7 @@ class _Failed:
 
 async def paced(
     source: AsyncIterator[T], timeout: Callable[[], float | None]
-) -> AsyncIterator[T | object]:
+) -> AsyncGenerator[T | object]:
     """The items of `source`, plus `TICK` whenever `timeout()` seconds pass without one.
 
     The source is read by a task of its own, so waiting with a timeout never cancels it;

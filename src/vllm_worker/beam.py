@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from vllm_worker.sampling import BeamSearch
+
+if TYPE_CHECKING:
+    from vllm import CompletionOutput, RequestOutput, SamplingParams
+    from vllm.engine.protocol import EngineClient
+    from vllm.entrypoints.generate.beam_search.utils import BeamSearchSequence
+    from vllm.inputs import EngineInput
+    from vllm.tokenizers import TokenizerLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,11 +30,15 @@ class SearchResult:
     """The final output of a search, shaped like the parts of vLLM's `RequestOutput` we use."""
 
     prompt_token_ids: list[int]
-    outputs: list  # vllm.CompletionOutput, best first
+    outputs: list[CompletionOutput]  # best first
 
 
 async def search(
-    engine, prompt_token_ids: list[int], spec: BeamSearch, request_id: str, tokenizer
+    engine: EngineClient,
+    prompt_token_ids: list[int],
+    spec: BeamSearch,
+    request_id: str,
+    tokenizer: TokenizerLike,
 ) -> SearchResult:
     from vllm import CompletionOutput, SamplingParams
     from vllm.entrypoints.generate.beam_search.utils import (
@@ -40,7 +52,7 @@ async def search(
     step = SamplingParams(logprobs=2 * spec.width, max_tokens=1, temperature=0, detokenize=False)
     prompt = tokens_input(prompt_token_ids)
     beams = [BeamSearchSequence(orig_prompt=prompt, tokens=list(prompt_token_ids), logprobs=[])]
-    finished: list = []
+    finished: list[BeamSearchSequence] = []
 
     for position in range(spec.max_tokens):
         outputs = await asyncio.gather(
@@ -51,7 +63,10 @@ async def search(
         )
         candidates = []
         for beam, output in zip(beams, outputs, strict=True):
-            top = output.outputs[0].logprobs[0]
+            logprobs = output.outputs[0].logprobs
+            if logprobs is None:  # `step` asks for them
+                raise RuntimeError(f"the engine returned no log-probabilities for {request_id}")
+            top = logprobs[0]
             for token_id, logprob in top.items():
                 extended = BeamSearchSequence(
                     orig_prompt=prompt,
@@ -91,15 +106,24 @@ async def search(
     return SearchResult(prompt_token_ids=list(prompt_token_ids), outputs=choices)
 
 
-async def _one_step(engine, prompt, params, request_id: str):
+async def _one_step(
+    engine: EngineClient, prompt: EngineInput, params: SamplingParams, request_id: str
+) -> RequestOutput:
     final = None
     async for output in engine.generate(prompt, params, request_id):
         final = output
+    if final is None:
+        raise RuntimeError(f"the engine returned no output for request {request_id}")
     return final
 
 
 def _done(
-    spec: BeamSearch, finished: Sequence, running: Sequence, prompt_len: int, rank, eos
+    spec: BeamSearch,
+    finished: Sequence[BeamSearchSequence],
+    running: Sequence[BeamSearchSequence],
+    prompt_len: int,
+    rank: Callable[[BeamSearchSequence], float],
+    eos: int,
 ) -> bool:
     """Whether the search may stop now, by the documented meaning of `early_stopping`."""
     from vllm.entrypoints.generate.beam_search.utils import get_beam_search_score

@@ -21,12 +21,14 @@ import functools
 import inspect
 import json
 import sys
+import typing
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from vllm_worker import default_model
-from vllm_worker.config import ALIASES, LocalEndpointSettings, WorkerSettings, vllm_env_vars
+from vllm_worker.config import ALIASES, WorkerSettings, vllm_env_vars
+from vllm_worker.local.settings import LocalEndpointSettings
 
 #: Repository the image is published under; the console form points at `<it>:<worker version>`.
 IMAGE_REPOSITORY = "vllm-worker"
@@ -60,25 +62,6 @@ COMMON = (
 )
 
 MODEL, COMMON_VLLM, WORKER = "Model", "Common vLLM settings", "Worker"
-
-#: Variables the worker reads outside `config`'s models; a test finds every such read.
-ELSEWHERE = {
-    "RUNPOD_LOG_LEVEL": (
-        "select",
-        "INFO",
-        ("ERROR", "WARN", "INFO", "DEBUG", "TRACE"),
-        "Log level of the runpod SDK. The worker starts it at INFO: the SDK's own default, "
-        "DEBUG, logs every prompt and streamed output.",
-    ),
-    "WORKER_CACHE_DIR": (
-        "text",
-        "",
-        (),
-        "Folder where the default model (served when MODEL_NAME is unset and no model is "
-        "baked into the image) is prepared once. Unset: BASE_PATH/vllm-worker in the image, "
-        "so a network volume keeps it; ~/.cache/vllm-worker elsewhere.",
-    ),
-}
 
 #: Variables the worker reads that are not in the console form, and why.
 NOT_LISTED = {
@@ -130,19 +113,18 @@ def _common_rank(setting: Setting) -> int:
 
 
 def _worker_settings() -> list[Setting]:
-    kinds = {bool: "toggle", int: "number", float: "number"}
-    listed = [
-        Setting(
-            name=name.upper(),
-            category=WORKER,
-            kind=kinds.get(field.annotation, "text"),
-            default="" if field.default is None else field.default,
-            description=field.description or "",
+    kinds: dict[object, str] = {bool: "toggle", int: "number", float: "number"}
+    listed = []
+    for name, field in WorkerSettings.model_fields.items():
+        options = typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) is typing.Literal:
+            kind = "select"
+        else:
+            kind, options = kinds.get(field.annotation, "text"), ()
+        default = "" if field.default is None else field.default
+        listed.append(
+            Setting(name.upper(), WORKER, kind, default, field.description or "", options)
         )
-        for name, field in WorkerSettings.model_fields.items()
-    ]
-    for name, (kind, default, options, description) in ELSEWHERE.items():
-        listed.append(Setting(name, WORKER, kind, default, description, options))
     return listed
 
 
@@ -175,12 +157,12 @@ def _env_name(flag: str) -> str:
     return flag[2:].replace("-", "_").upper()
 
 
-def _category(group: str) -> str:
+def _category(group: str | None) -> str:
     return "vLLM: general" if group == "options" else f"vLLM: {group}"
 
 
 @functools.cache
-def _vllm_help() -> dict[str, tuple[str, str]]:
+def _vllm_help() -> dict[str, tuple[str, str | None]]:
     """Flag -> (help text, argparse group title) from a parser built with vLLM's help.
 
     vLLM reads its help texts from the config classes' docstrings only when `--help` is on the
@@ -200,7 +182,7 @@ def _vllm_help() -> dict[str, tuple[str, str]]:
         arg_utils._compute_kwargs.cache_clear()
     # Number flags repeat their parsing function's docstring after their own help.
     parsers = (argparse_utils.human_readable_int, argparse_utils.human_readable_int_or_auto)
-    helps = {}
+    helps: dict[str, tuple[str, str | None]] = {}
     for group in parser._action_groups:
         for action in group._group_actions:
             text = action.help or ""
@@ -266,7 +248,7 @@ def worker_config() -> dict:
         categories.setdefault(setting.category, []).append(setting.name)
     schema = {}
     for setting in settings():
-        entry = {
+        entry: dict[str, Any] = {
             "env_var_name": setting.name,
             "value": setting.default,
             "title": setting.title,

@@ -1,13 +1,17 @@
-"""Every setting of the worker, read once from the environment.
+"""Every setting of the worker, read once from the environment, without side effects.
 
 Two kinds of settings live here, and this module is the single source the docs and the
 console/Hub files are checked against:
 
-* worker settings (`WorkerSettings`): concurrency, stream batching, OpenAI stream form;
+* worker settings (`WorkerSettings`): concurrency, stream batching, OpenAI stream form, logs,
+  the default model's cache;
 * vLLM settings: every `vllm serve` option, named in UPPER_SNAKE case after its flag
   (`--max-model-len` -> `MAX_MODEL_LEN`). The list is read from vLLM's own argument parser,
   so it always matches the installed vLLM. Options that only concern vLLM's HTTP server
   (host, port, TLS, CORS, API keys, ...) are left out: the worker has no HTTP server.
+
+The local endpoint's settings are in `local.settings`. Which model is served, and preparing
+it, is the next step, in `model`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from vllm.engine.arg_utils import AsyncEngineArgs
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +51,24 @@ _LAUNCHER_DESTS = {"model_tag", "headless", "api_server_count", "config", "grpc"
 #: Share of RAM given to the KV cache on a machine without a GPU.
 CPU_KV_CACHE_SHARE = 0.1
 
-#: What the image build baked into the image (written by builder/download_model.py).
-BAKED_MANIFEST = Path("/models/baked.json")
-
 
 def cpu_defaults() -> dict[str, Any]:
     """Defaults that differ from vLLM's on a machine without a GPU."""
     import psutil
+    import torch
 
-    return {
+    defaults: dict[str, Any] = {
         # CUDA graphs do not exist on CPU; compiling instead costs minutes at start-up.
         "enforce_eager": True,
         # vLLM's CPU default sizes the KV cache as a share of RAM minus the process's own
         # footprint, which leaves almost nothing on small machines: give it a fixed share.
         "kv_cache_memory_bytes": int(psutil.virtual_memory().total * CPU_KV_CACHE_SHARE),
     }
+    if not torch.cpu._is_avx512_bf16_supported():
+        # Without AVX512-BF16 (e.g. AVX2-only CPUs) bf16 matrix products are emulated: about
+        # 4x slower than float32 on such a machine, which vLLM would still pick for bf16 models.
+        defaults["dtype"] = "float32"
+    return defaults
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -81,8 +91,12 @@ class EnvSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
+        """The settings in `environ`; an empty or blank value means unset, as consoles send a
+        field left blank. Raises `ConfigError` naming the first wrong variable."""
         values = {
-            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
+            name: value
+            for name in cls.model_fields
+            if (value := environ.get(name.upper())) is not None and value.strip()
         }
         try:
             return cls.model_validate(values)
@@ -124,40 +138,48 @@ class WorkerSettings(EnvSettings):
         description="Seconds running jobs may take to finish after SIGTERM before they are "
         "cancelled; the worker then exits 0.",
     )
+    runpod_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = Field(
+        "INFO",
+        description="Log level of the runpod SDK. The worker starts it at INFO: the SDK's own "
+        "default, DEBUG, logs every prompt and streamed output.",
+    )
+    worker_cache_dir: Path | None = Field(
+        None,
+        description="Folder where the default model (served when MODEL_NAME is unset and no "
+        "model is baked into the image) is prepared once. Unset: BASE_PATH/vllm-worker in the "
+        "image, so a network volume keeps it; ~/.cache/vllm-worker elsewhere.",
+    )
 
+    @field_validator("runpod_log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
-class LocalEndpointSettings(EnvSettings):
-    """Settings of the local endpoint that `make run` puts in front of the worker."""
-
-    local_endpoint: bool = Field(
-        False,
-        description="Make `python -m vllm_worker` (the image's entrypoint) serve a local endpoint.",
-    )
-    host: str = Field("127.0.0.1", description="Address the local endpoint listens on.")
-    port: int = Field(8000, ge=1, le=65535, description="Port of the local endpoint.")
-    runpod_api_key: SecretStr | None = Field(
-        None, description="When set, every request needs `Authorization: Bearer <key>`."
-    )
-    endpoint_id: str | None = Field(
-        None, description="The only endpoint id accepted in paths; any id when unset."
-    )
-    restart_worker: bool = Field(False, description="Restart the worker when it dies.")
-    execution_timeout: float = Field(
-        600, gt=0, description="Seconds a job may run before it ends TIMED_OUT."
-    )
-    max_request_bytes: int = Field(
-        10_000_000, ge=1024, description="Largest request body accepted (413 above)."
-    )
+    def cache_dir(self, xdg_cache_home: str | None = None) -> Path:
+        """Cache root: `worker_cache_dir`, else `vllm-worker` under the XDG cache folder
+        (`XDG_CACHE_HOME`, else ~/.cache, per the XDG Base Directory specification)."""
+        if self.worker_cache_dir is not None:
+            return self.worker_cache_dir.expanduser()
+        root = Path(xdg_cache_home) if xdg_cache_home else Path.home() / ".cache"
+        return root / "vllm-worker"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything start-up needs: worker settings, the `vllm serve` namespace, the model name."""
+    """Everything start-up needs: worker settings and the `vllm serve` namespace."""
 
     worker: WorkerSettings
     vllm_args: argparse.Namespace
-    served_model_name: str
+    #: Parser destinations (`model`, `max_model_len`, ...) the environment set.
+    given: frozenset[str]
+    #: The CPU defaults applied because the environment did not set them.
     cpu_defaults: dict[str, Any]
+
+    @property
+    def served_model_name(self) -> str:
+        """The name responses carry: the first served model name, else the model."""
+        names = self.vllm_args.served_model_name
+        return str(names[0] if names else self.vllm_args.model)
 
 
 class _Parser:
@@ -292,66 +314,27 @@ def _is_cpu() -> bool:
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Config:
-    """Read and check every setting; raise `ConfigError` with one clear line if one is wrong."""
-    from vllm_worker import default_model
+    """Read and check every setting; raise `ConfigError` with one clear line if one is wrong.
 
+    Reads only: the model is chosen and prepared afterwards (`model.prepare`).
+    """
     worker = WorkerSettings.from_env(environ)
     argv = vllm_argv(environ)
     args = _parser().parse(argv)
     _check_serve_args(args)
-    if not _serve_baked_model(args, argv) and "--model" not in argv:
-        args.model = str(default_model.ensure_default_model())
-        args.served_model_name = args.served_model_name or [default_model.HUB_ID]
-    served = args.served_model_name[0] if args.served_model_name else args.model
-
+    given = frozenset(action.dest for var, action in vllm_env_vars().items() if environ.get(var))
     applied: dict[str, Any] = {}
     if _is_cpu():
-        given = {action.dest for var, action in vllm_env_vars().items() if environ.get(var)}
+        overridden = set(given)
         if "gpu_memory_utilization" in given:  # the user sized the cache their own way
-            given.add("kv_cache_memory_bytes")
-        applied = {k: v for k, v in cpu_defaults().items() if k not in given}
+            overridden.add("kv_cache_memory_bytes")
+        applied = {k: v for k, v in cpu_defaults().items() if k not in overridden}
         for key, value in applied.items():
             setattr(args, key, value)
-    return Config(worker=worker, vllm_args=args, served_model_name=served, cpu_defaults=applied)
+    return Config(worker=worker, vllm_args=args, given=given, cpu_defaults=applied)
 
 
-def _serve_baked_model(args: argparse.Namespace, argv: list[str]) -> bool:
-    """Serve the model baked into the image if the settings ask for it, or for no model.
-
-    It is served from its folder under its hub id, offline when its tokenizer is baked too. A
-    different model or revision in the settings means another model: the baked one is left
-    alone. A different tokenizer is taken from the hub as usual.
-    """
-    if not BAKED_MANIFEST.is_file():
-        return False
-    baked = json.loads(BAKED_MANIFEST.read_text())
-    model, tokenizer = baked["model"], baked["tokenizer"] or baked["model"]
-    asked = args.model if "--model" in argv else None
-    if not _unset_or(asked, model["hub_id"]) or not _unset_or(
-        args.revision, model["revision"], model["commit"]
-    ):
-        logger.info("settings ask for another model than the baked %s", model["hub_id"])
-        return False
-    args.model, args.revision = str(BAKED_MANIFEST.parent / model["folder"]), None
-    args.served_model_name = args.served_model_name or [model["hub_id"]]
-    if _unset_or(args.tokenizer, tokenizer["hub_id"]) and _unset_or(
-        args.tokenizer_revision, tokenizer["revision"], tokenizer["commit"]
-    ):
-        args.tokenizer = str(BAKED_MANIFEST.parent / tokenizer["folder"])
-        args.tokenizer_revision = None
-        # Everything is on disk: never wait on the hub, here or in the engine's processes.
-        import huggingface_hub.constants
-
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
-    return True
-
-
-def _unset_or(value: str | None, *accepted: str | None) -> bool:
-    return value is None or value in accepted
-
-
-def engine_args(config: Config):  # -> AsyncEngineArgs (import deferred: vLLM is heavy)
+def engine_args(config: Config) -> AsyncEngineArgs:
     """The engine arguments of a loaded configuration."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 

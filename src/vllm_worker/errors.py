@@ -9,7 +9,11 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-class JobInputError(ValueError):
+class JobError(Exception):
+    """A job that fails on its own, the worker unharmed; `str()` is the message it fails with."""
+
+
+class JobInputError(JobError, ValueError):
     """The job's input cannot be served; the message names the field and what was wrong."""
 
 

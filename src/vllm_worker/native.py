@@ -1,6 +1,6 @@
-"""Native jobs: a validated request through the engine, out as items in RunPod's shape.
+"""Native jobs: RunPod's documented `input`, run on the engine, out as items in RunPod's shape.
 
-Each yielded item is `{"choices": [{"tokens": [...], "finish_reason": ...}, ...],
+Each yielded item is a `NativeItem`, `{"choices": [{"tokens": [...], "finish_reason": ...}, ...],
 "usage": {"input": P, "output": C}}`: one choice per sequence, `tokens` holding the text
 pieces since the previous item (streaming) or the whole text (not streaming). With
 `logprobs`, each choice also carries the log-probabilities of its tokens in that item.
@@ -14,28 +14,98 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 from vllm_worker import beam, sampling
-from vllm_worker.batching import TICK, BatchPolicy, paced
+from vllm_worker.batching import TICK, BatchPolicy, paced, policy_for
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobInputError
-from vllm_worker.jobs import NativeJob
+from vllm_worker.kinds import JobStats
+from vllm_worker.native_input import NativeJob, parse_native
+from vllm_worker.serving import Serving
+
+if TYPE_CHECKING:
+    from vllm import CompletionOutput, RequestOutput
+    from vllm.inputs import TextPrompt, TokensPrompt
+    from vllm.logprobs import Logprob
+    from vllm.tokenizers import TokenizerLike
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+
+class TokenLogprob(TypedDict):
+    """One token and its log-probability (null where it is minus infinity)."""
+
+    token_id: int
+    token: str | None
+    logprob: float | None
+
+
+class PositionLogprobs(TokenLogprob):
+    """A generated token with the top alternatives vLLM returned for its position."""
+
+    top_logprobs: list[TokenLogprob]
+
+
+class NativeChoice(TypedDict):
+    tokens: list[str]  # text pieces of this item
+    finish_reason: str | None  # "stop" or "length" once the sequence ended
+    logprobs: NotRequired[list[PositionLogprobs]]  # with `sampling_params.logprobs`
+
+
+class Usage(TypedDict):
+    input: int  # prompt tokens
+    output: int  # tokens generated so far, over all sequences
+
+
+class NativeItem(TypedDict):
+    choices: list[NativeChoice]  # one per sequence, by index
+    usage: Usage
 
 
 @dataclasses.dataclass(frozen=True)
 class NativeRequest:
     """What the engine needs for one native job."""
 
-    prompt: dict[str, Any]  # a vLLM text or tokens prompt
+    prompt: TextPrompt | TokensPrompt
     plan: sampling.Plan
     stream: bool
     policy: BatchPolicy
 
 
-def build_request(job: NativeJob, tokenizer, settings: WorkerSettings) -> NativeRequest:
+class NativeKind:
+    """The job kind of every input that no other kind claims (see `worker.build`)."""
+
+    def __init__(self, serving: Serving, settings: WorkerSettings) -> None:
+        self._serving = serving
+        self._settings = settings
+
+    def route(self, job_input: object) -> str:
+        return "native"
+
+    async def parse(self, job_input: object) -> NativeRequest:
+        job = parse_native(job_input)
+        state = await self._serving.state()
+        return build_request(job, state.tokenizer, self._settings)
+
+    async def run(
+        self, request: NativeRequest, job_id: str, stats: JobStats
+    ) -> AsyncGenerator[NativeItem]:
+        state = await self._serving.state()
+        request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
+        async with aclosing(generate(state.engine, request, request_id)) as items:
+            async for item in items:
+                stats.prompt_tokens = item["usage"]["input"]
+                stats.output_tokens = item["usage"]["output"]
+                stats.finish_reasons = [choice["finish_reason"] for choice in item["choices"]]
+                yield item
+
+
+def build_request(
+    job: NativeJob, tokenizer: TokenizerLike, settings: WorkerSettings
+) -> NativeRequest:
     """Template the chat (if any) and plan the generation from the sampling parameters."""
     from vllm.sampling_params import RequestOutputKind
 
@@ -45,22 +115,28 @@ def build_request(job: NativeJob, tokenizer, settings: WorkerSettings) -> Native
         RequestOutputKind.DELTA if incremental else RequestOutputKind.FINAL_ONLY
     )
     chat = job.chat()
+    prompt: TextPrompt | TokensPrompt
     if chat is None:
-        prompt: dict[str, Any] = {"prompt": job.prompt}
+        text = str(job.prompt)  # set: the input model requires a prompt without messages
+        prompt = {"prompt": text}
         if plan.beam is not None:  # beam search extends token sequences
-            prompt = {"prompt_token_ids": tokenizer.encode(job.prompt)}
+            prompt = {"prompt_token_ids": tokenizer.encode(text)}
     else:
         field = "messages" if job.messages is not None else "prompt"
         try:
-            text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            text = cast(
+                str, tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            )
         except Exception as error:  # templates are user-facing Jinja: any failure is input's
             raise JobInputError(f"{field}: the chat template failed: {error}") from None
         # The template already holds BOS and friends: do not add them twice.
         prompt = {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
-    return NativeRequest(prompt, plan, incremental, job.policy(settings))
+    return NativeRequest(prompt, plan, incremental, policy_for(job, settings))
 
 
-async def generate(engine, request: NativeRequest, request_id: str) -> AsyncIterator[dict]:
+async def generate(
+    engine: AsyncLLM, request: NativeRequest, request_id: str
+) -> AsyncGenerator[NativeItem]:
     """Run one request, yielding output items; closing this generator aborts the request."""
     from vllm.exceptions import VLLMClientError
 
@@ -70,7 +146,7 @@ async def generate(engine, request: NativeRequest, request_id: str) -> AsyncIter
         if plan.beam is not None:
             result = await beam.search(
                 engine,
-                request.prompt["prompt_token_ids"],
+                cast("TokensPrompt", request.prompt)["prompt_token_ids"],  # see build_request
                 plan.beam,
                 request_id,
                 engine.get_tokenizer(),
@@ -83,21 +159,25 @@ async def generate(engine, request: NativeRequest, request_id: str) -> AsyncIter
                 async for output in outputs:
                     yield batches.final(_best(output, plan.n) if plan.best_of else output)
                 return
-            if request.policy.max_wait_s:
-                outputs = paced(outputs, batches.time_left)
-            async with aclosing(outputs):
-                async for output in outputs:
-                    if output is TICK or batches.add(output):
+            deltas = paced(outputs, batches.time_left) if request.policy.max_wait_s else outputs
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    if delta is TICK or batches.add(cast("RequestOutput", delta)):
                         yield batches.flush()
     except VLLMClientError as error:
         raise JobInputError(f"prompt: {error}") from None
 
 
-def _best(output, n: int) -> beam.SearchResult:
+def _best(output: RequestOutput, n: int) -> beam.SearchResult:
     """The `n` candidates with the highest cumulative log-probability, re-indexed."""
-    ranked = sorted(output.outputs, key=lambda seq: seq.cumulative_logprob, reverse=True)[:n]
+    ranked = sorted(output.outputs, key=_cumulative_logprob, reverse=True)[:n]
     winners = [dataclasses.replace(seq, index=i) for i, seq in enumerate(ranked)]
     return beam.SearchResult(list(output.prompt_token_ids or ()), winners)
+
+
+def _cumulative_logprob(seq: CompletionOutput) -> float:
+    # Set whenever log-probabilities were asked for, as best-of always does.
+    return seq.cumulative_logprob if seq.cumulative_logprob is not None else -math.inf
 
 
 class _Batches:
@@ -118,11 +198,11 @@ class _Batches:
 
     def time_left(self) -> float | None:
         """Seconds until the pending batch must leave (None: nothing pending)."""
-        if self._first_at is None:
+        if self._first_at is None or self._max_wait_s is None:
             return None
         return max(0.0, self._first_at + self._max_wait_s - time.monotonic())
 
-    def add(self, output) -> bool:
+    def add(self, output: RequestOutput) -> bool:
         """Take one delta output; True when a batch should be sent now."""
         if self._first_at is None and self._max_wait_s:
             self._first_at = time.monotonic()
@@ -136,7 +216,7 @@ class _Batches:
             self._finish[seq.index] = seq.finish_reason
         return output.finished or max(self._new) >= self._target
 
-    def flush(self) -> dict:
+    def flush(self) -> NativeItem:
         for i, count in enumerate(self._new):
             self._total[i] += count
         item = self._item(self._pieces, self._probs)
@@ -147,7 +227,7 @@ class _Batches:
         self._first_at = None
         return item
 
-    def final(self, output) -> dict:
+    def final(self, output: RequestOutput | beam.SearchResult) -> NativeItem:
         """The single item of a job that is not streamed token by token."""
         self._prompt_tokens = len(output.prompt_token_ids or ())
         outputs = sorted(output.outputs, key=lambda s: s.index)
@@ -157,18 +237,18 @@ class _Batches:
         probs = [list(zip(s.token_ids, s.logprobs or (), strict=False)) for s in outputs]
         return self._item([[seq.text] for seq in outputs], probs)
 
-    def _item(self, pieces: list[list[str]], probs: list[list]) -> dict:
+    def _item(self, pieces: list[list[str]], probs: list[list]) -> NativeItem:
         choices = []
         for tokens, finish, positions in zip(pieces, self._finish, probs, strict=True):
-            choice: dict[str, Any] = {"tokens": tokens, "finish_reason": finish}
+            choice: NativeChoice = {"tokens": tokens, "finish_reason": finish}
             if self._logprobs:
                 choice["logprobs"] = [_position(token, top) for token, top in positions]
             choices.append(choice)
-        usage = {"input": self._prompt_tokens, "output": sum(self._total)}
+        usage: Usage = {"input": self._prompt_tokens, "output": sum(self._total)}
         return {"choices": choices, "usage": usage}
 
 
-def _position(token_id: int, top: dict) -> dict:
+def _position(token_id: int, top: dict[int, Logprob]) -> PositionLogprobs:
     """One generated token's log-probability and the top alternatives vLLM returned."""
     chosen = top[token_id]
     return {

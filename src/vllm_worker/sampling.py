@@ -20,12 +20,13 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
 from vllm_worker.errors import JobInputError, describe
 from vllm_worker.errors import validate as validate_model
 
 #: Marks a parameter plain vLLM 0.32 does not accept, which the worker implements itself.
-BEYOND_VLLM = {"beyond_vllm": True}
+BEYOND_VLLM: JsonDict = {"beyond_vllm": True}
 
 #: `SamplingParams` fields not offered to jobs: the worker's own plumbing (output kind, stream
 #: interval, cloning), vLLM's internal output format, and debugging or RL-only switches.

@@ -30,6 +30,8 @@ import logging
 import os
 import pickle
 import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 import runpod
 import uvloop
@@ -48,6 +50,11 @@ PROGRESS_SAVE_INTERVAL_S = 0.5
 class JobScaler(rp_scale.JobScaler):
     #: Set by `install`: seconds running jobs get after SIGTERM before they are cancelled.
     grace_s: float = 30.0
+    # Set by the SDK's __init__ (typed here: the SDK has no annotations).
+    current_concurrency: int
+    jobs_queue: asyncio.Queue[dict[str, Any]]
+    #: Set by `install`: awaited on the job loop before the first job is taken.
+    on_start: ClassVar[Callable[[], Awaitable[None]] | None] = None
 
     def __init__(self, config: dict) -> None:
         super().__init__(config)
@@ -70,6 +77,8 @@ class JobScaler(rp_scale.JobScaler):
         and whatever it brought has run (cancelling that poll could lose jobs the server just
         handed out); stop signals are heard until the last job ends."""
         self._loop = asyncio.get_running_loop()
+        if (on_start := type(self).on_start) is not None:  # a plain function, not a method
+            await on_start()
         async with AsyncClientSession() as session:
             self._taking = asyncio.create_task(self.get_jobs(session))
             stopping = asyncio.create_task(self.monitor_stop_signals(session))
@@ -101,14 +110,17 @@ class JobScaler(rp_scale.JobScaler):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), timeout=1.0)
 
-    async def run_jobs(self, session) -> None:
+    async def run_jobs(self, session: AsyncClientSession) -> None:
         """Start each queued job at once: wait on the queue and the running jobs together."""
+        taking = self._taking
+        if taking is None:
+            raise RuntimeError("run_jobs runs inside run, once the job poll has started")
         running: set[asyncio.Task] = set()
         take: asyncio.Task | None = None
-        while not (self._taking.done() and self.jobs_queue.empty()):
+        while not (taking.done() and self.jobs_queue.empty()):
             if take is None and len(running) < self.current_concurrency:
                 take = asyncio.ensure_future(self.jobs_queue.get())
-            waiting = running | {t for t in (take, self._taking) if t is not None and not t.done()}
+            waiting = running | {t for t in (take, taking) if t is not None and not t.done()}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if take is not None and take.done():
                 job = take.result()
@@ -123,7 +135,7 @@ class JobScaler(rp_scale.JobScaler):
             if isinstance(result, Exception):
                 logger.error("job failed while the worker stopped: %r", result)
 
-    async def handle_job(self, session, job: dict) -> None:
+    async def handle_job(self, session: AsyncClientSession, job: dict) -> None:
         try:
             await super().handle_job(session, job)
         finally:
@@ -132,14 +144,14 @@ class JobScaler(rp_scale.JobScaler):
     def kill_worker(self) -> None:
         """The SDK's SIGTERM handler: stop taking jobs, and bound the wait for running ones."""
         if self.is_alive() and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._start_grace_period)
+            self._loop.call_soon_threadsafe(self._start_grace_period, self._loop)
         super().kill_worker()
 
-    def _start_grace_period(self) -> None:
+    def _start_grace_period(self, loop: asyncio.AbstractEventLoop) -> None:
         logger.info(
             "stopping: %d running job(s) get %.0f s to finish", len(self.jobs_tasks), self.grace_s
         )
-        self._loop.call_later(self.grace_s, self._cancel_running)
+        loop.call_later(self.grace_s, self._cancel_running)
 
     def _cancel_running(self) -> None:
         left = [task for task in self.jobs_tasks.values() if not task.done()]
@@ -161,12 +173,14 @@ def _write_progress(jobs: set, path: str) -> None:
         logger.error("could not write the SDK's progress file: %s", error)
 
 
-def install(grace_s: float) -> None:
-    """Make `runpod.serverless.start` use this JobScaler, on uvloop as `vllm serve` runs."""
+def install(grace_s: float, on_start: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Make `runpod.serverless.start` use this JobScaler, on uvloop as `vllm serve` runs;
+    `on_start` runs on its loop before the first job, and what it raises ends `start`."""
     if runpod.__version__ != SDK_VERSION:
         raise RuntimeError(
             f"vllm_worker.scaler is written for runpod {SDK_VERSION}, found {runpod.__version__}"
         )
     JobScaler.grace_s = grace_s
+    JobScaler.on_start = on_start
     rp_scale.JobScaler = JobScaler
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -7,18 +7,21 @@ against it, so every documented request works unchanged against localhost.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator
+from types import FrameType
 
 import uvicorn
 
 from vllm_worker import logs
-from vllm_worker.config import ConfigError, LocalEndpointSettings
+from vllm_worker.config import ConfigError
 from vllm_worker.local.app import build_app
+from vllm_worker.local.settings import LocalEndpointSettings
 from vllm_worker.local.store import JobStore
 from vllm_worker.local.supervisor import WorkerProcess
 
@@ -76,9 +79,9 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, worker: WorkerProcess) -> None:
         super().__init__(config)
         self._worker = worker
-        self._stopping: asyncio.Future | None = None
+        self._stopping: concurrent.futures.Future[None] | None = None
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._stopping is not None or self.should_exit:
             return super().handle_exit(sig, frame)
         logger.info("stopping: the worker first, then the endpoint")

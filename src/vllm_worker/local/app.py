@@ -17,8 +17,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vllm_worker import sse
 from vllm_worker.local.store import Job, JobStore, Status
 
 #: How long `/stream` waits for a new item before answering with none.
@@ -194,12 +195,12 @@ class Endpoint:
             try:
                 async for item in self.store.stream(job, POLL_WAIT_S):
                     raw = isinstance(item, str)
-                    yield _sse(item)
+                    yield _as_sse(item)
                 if job.status is not Status.COMPLETED:
-                    failure = json.loads(_openai_failure(job).body)
-                    yield f"data: {json.dumps(failure)}\n\n".encode()
+                    failure = json.loads(bytes(_openai_failure(job).body))
+                    yield sse.frame(failure)
                 elif not raw:
-                    yield b"data: [DONE]\n\n"
+                    yield sse.DONE + sse.EVENT_END
             finally:
                 self.store.cancel(job)  # a no-op once finished; stops it if the client left
 
@@ -324,12 +325,12 @@ def _int(text: str | None, default: int) -> int:
         return default
 
 
-def _sse(item: Any) -> bytes:
+def _as_sse(item: Any) -> bytes:
     """One streamed item as SSE bytes: raw SSE text as is, parsed chunk objects re-framed."""
     if isinstance(item, str):
         return item.encode()
     chunks = item if isinstance(item, list) else [item]
-    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks).encode()
+    return b"".join(sse.frame(chunk) for chunk in chunks)
 
 
 def _openai_error(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:
@@ -350,7 +351,8 @@ def _openai_failure(job: Job) -> JSONResponse:
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
-        inner = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
+        error = parsed.get("error")
+        inner = error if isinstance(error, dict) else parsed
         code = inner.get("code")
         if isinstance(code, int) and 400 <= code < 600:
             return JSONResponse(parsed, status_code=code)
@@ -390,7 +392,7 @@ class Guard:
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
 
-        async def limited() -> dict:
+        async def limited() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))

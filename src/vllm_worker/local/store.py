@@ -88,7 +88,7 @@ class JobStore:
         self._max_finished = max_finished
         self._stops: dict[str, set[str]] = collections.defaultdict(set)
         self._stop_signal: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
-        self.counts = collections.Counter()  # completed, failed, retried
+        self.counts: collections.Counter[str] = collections.Counter()  # completed, failed, retried
         self.workers_seen: dict[str, float] = {}
         self._retired: set[str] = set()
 
@@ -165,7 +165,7 @@ class JobStore:
         return []
 
     def _hand_out(self, worker_id: str, count: int) -> list[Job]:
-        taken = []
+        taken: list[Job] = []
         while self._queue and len(taken) < count:
             job = self._queue.popleft()
             job.status, job.started, job.worker_id = Status.IN_PROGRESS, time.monotonic(), worker_id
@@ -225,12 +225,12 @@ class JobStore:
         """Time out jobs over their limit; forget results past retention or the count cap."""
         now = time.monotonic()
         for job in list(self.jobs.values()):
-            if job.status is Status.IN_PROGRESS and now - job.started > job.timeout_s:
+            if job.status is Status.IN_PROGRESS and _elapsed(job.started, now) > job.timeout_s:
                 job.error = f"job exceeded its execution timeout of {job.timeout_s:g} s"
                 self._end(job, Status.TIMED_OUT)
         while self._finished and (
             len(self._finished) > self._max_finished
-            or now - self._finished[0].finished > self._finished[0].retention_s
+            or _elapsed(self._finished[0].finished, now) > self._finished[0].retention_s
         ):
             self.jobs.pop(self._finished.popleft().id, None)
 
@@ -249,3 +249,10 @@ class JobStore:
             self.counts["failed"] += 1
         self._finished.append(job)
         job.touch()
+
+
+def _elapsed(since: float | None, now: float) -> float:
+    """Seconds from `since` to `now`; a job in progress has started, a finished job finished."""
+    if since is None:
+        raise ValueError("the job has no such time yet")
+    return now - since

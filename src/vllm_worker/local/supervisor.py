@@ -123,13 +123,14 @@ class WorkerProcess:
         """SIGTERM, then SIGKILL after the grace period."""
         self.restart = False
         self._stopping = True
-        if not self.alive:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        self.store.retire(self.worker_id)
+        process, worker_id = self.process, self.worker_id
+        if process is None or worker_id is None or process.returncode is not None:
+            return  # never started, or already ended
+        process.send_signal(signal.SIGTERM)
+        self.store.retire(worker_id)
         try:
-            await asyncio.wait_for(self.process.wait(), STOP_GRACE_S)
+            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
         except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-        _kill_group(self.process.pid)
+            process.kill()
+            await process.wait()
+        _kill_group(process.pid)

@@ -2,14 +2,15 @@
 
 import pytest
 
+from vllm_worker.batching import policy_for
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobInputError
-from vllm_worker.jobs import parse_native
+from vllm_worker.native_input import parse_native
 
 
 def test_prompt_job_uses_environment_batch_defaults():
     job = parse_native({"prompt": "Hi"})
-    policy = job.policy(WorkerSettings(default_batch_size=40, default_min_batch_size=2))
+    policy = policy_for(job, WorkerSettings(default_batch_size=40, default_min_batch_size=2))
     assert (policy.min_size, policy.max_size, policy.growth) == (2, 40, 3.0)
     assert job.chat() is None
 
@@ -18,7 +19,7 @@ def test_per_job_batch_values_override_the_environment():
     job = parse_native(
         {"prompt": "Hi", "max_batch_size": 8, "min_batch_size": 2, "batch_size_growth_factor": 2}
     )
-    policy = job.policy(WorkerSettings())
+    policy = policy_for(job, WorkerSettings())
     assert (policy.min_size, policy.max_size, policy.growth) == (2, 8, 2.0)
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 
+from tests.helpers import until
 from vllm_worker.local.store import JobStore, Status
 
 
@@ -22,7 +23,8 @@ async def test_jobs_are_taken_in_order_and_in_batches():
 async def test_take_waits_for_a_job_to_arrive():
     store = JobStore()
     waiting = asyncio.create_task(store.take("w1", 1, wait_s=5))
-    await asyncio.sleep(0.05)
+    await until(lambda: "w1" in store.workers_seen, 1, "the poll should have begun")
+    assert not waiting.done()
     job = submit(store)
     assert await asyncio.wait_for(waiting, 1) == [job]
 
@@ -44,7 +46,9 @@ async def test_cancel_stops_a_running_job_on_its_worker_and_drops_late_results()
     job = submit(store)
     await store.take("w1", 1, wait_s=0.1)
     stop_poll = asyncio.create_task(store.stops("w1", wait_s=5))
-    await asyncio.sleep(0.01)
+    # The poll is waiting once it has made its worker's stop signal.
+    await until(lambda: "w1" in store._stop_signal, 1, "the stop poll should have begun")
+    assert not stop_poll.done()
     store.cancel(job)
     assert await asyncio.wait_for(stop_poll, 1) == [job.id]
     store.finish(job.id, {"output": ["late"]})
@@ -66,6 +70,8 @@ async def test_execution_timeout_and_retention():
     store = JobStore()
     job = submit(store, timeout_s=0.05, retention_s=0.1)
     await store.take("w1", 1, wait_s=0.1)
+    store.sweep()
+    assert job.status is Status.IN_PROGRESS  # not before its time
     await asyncio.sleep(0.06)
     store.sweep()
     assert job.status is Status.TIMED_OUT and "execution timeout" in job.error
@@ -107,15 +113,19 @@ async def test_stream_follows_items_until_the_end():
             store.add_item(job.id, i)
         store.finish(job.id, {"output": [0, 1, 2]})
 
+    async def follow() -> list:
+        return [item async for item in store.stream(job, wait_s=1)]
+
     producer = asyncio.create_task(produce())
-    assert [item async for item in store.stream(job, wait_s=1)] == [0, 1, 2]
+    assert await asyncio.wait_for(follow(), 5) == [0, 1, 2]
     await producer
 
 
 async def test_a_retired_worker_gets_no_more_jobs_and_its_poll_returns_at_once():
     store = JobStore()
     polling = asyncio.create_task(store.take("w1", 1, wait_s=30))
-    await asyncio.sleep(0.05)
+    await until(lambda: "w1" in store.workers_seen, 1, "the poll should have begun")
+    assert not polling.done()
     store.retire("w1")
     assert await asyncio.wait_for(polling, 1) == []
     job = submit(store)

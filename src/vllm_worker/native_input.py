@@ -1,4 +1,4 @@
-"""The `input` of a native job, validated into a typed request or a clear error."""
+"""The `input` of a native job, validated into a typed model or a clear error."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vllm_worker.batching import BatchPolicy
-from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import validate
 
 
@@ -20,21 +18,7 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class StreamBatching:
-    """Mixin for job models with the optional fields `min_batch_size`, `max_batch_size` and
-    `batch_size_growth_factor`; each model declares them, so they keep their place in it."""
-
-    def policy(self, settings: WorkerSettings) -> BatchPolicy:
-        """The batch policy: per-job values over the environment's defaults."""
-        return BatchPolicy(
-            min_size=self.min_batch_size or settings.default_min_batch_size,
-            max_size=self.max_batch_size or settings.default_batch_size,
-            growth=self.batch_size_growth_factor or settings.default_batch_size_growth_factor,
-            max_wait_s=settings.max_batch_wait_ms / 1000 or None,
-        )
-
-
-class NativeJob(StreamBatching, BaseModel):
+class NativeJob(BaseModel):
     """A native job's input, as documented in RunPod's "Send vLLM requests" page."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -9,7 +9,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import time
 
 import psutil
@@ -18,9 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.local_endpoint import LocalEndpoint
-
-pytestmark = pytest.mark.engine
+from vllm_worker.local.testing import LocalEndpoint, wait_until
 
 API_KEY = "rel-api-key-5f2c9a"
 HF_TOKEN = "hf_reliability_secret_token_8d1e"
@@ -58,23 +55,15 @@ def status(endpoint, job_id: str) -> dict:
 
 
 def wait_final(endpoint, job_id: str, timeout_s: float = 300) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (body := status(endpoint, job_id))["status"] in ("IN_QUEUE", "IN_PROGRESS"):
-        assert time.monotonic() < deadline, f"{job_id} never ended"
-        time.sleep(0.2)
-    return body
+    return endpoint.wait_final(job_id, timeout_s)
 
 
 def worker(endpoint) -> psutil.Process:
-    return psutil.Process(endpoint.worker_pid())
+    return endpoint.worker()
 
 
 def wait_log(endpoint, pattern: str, timeout_s: float = 60) -> re.Match:
-    deadline = time.monotonic() + timeout_s
-    while not (found := re.search(pattern, endpoint.log.read_text())):
-        assert time.monotonic() < deadline, f"no log line matching {pattern!r}"
-        time.sleep(0.2)
-    return found
+    return endpoint.wait_log(pattern, timeout_s)
 
 
 # --- hostile input -----------------------------------------------------------------------
@@ -215,6 +204,8 @@ def _load_job(i: int) -> tuple[dict, int]:
         "ignore_eos": True,
         "stream": kind == 3,
     }
+    if kind == 3:
+        body["stream_options"] = {"include_usage": True}
     return {"openai_route": "/v1/chat/completions", "openai_input": body}, tokens
 
 
@@ -227,12 +218,13 @@ def _completion_tokens(result: dict, job_input: dict) -> int:
     text = "".join(output)
     assert text.endswith("data: [DONE]\n\n")
     chunks = [json.loads(line[6:]) for line in text.split("\n\n") if line.startswith("data: {")]
-    return sum(
-        1
-        for c in chunks
-        for choice in c["choices"]
-        if choice["delta"].get("content") is not None and c["choices"]
-    )
+    # A content delta per engine step that produced text (the first chunk only carries the
+    # role, with empty content): at least one, at most one per token.
+    deltas = sum(1 for c in chunks for choice in c["choices"] if choice["delta"].get("content"))
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    assert usage, "no usage chunk, though the request asked for one"
+    assert 1 <= deltas <= usage[-1]["completion_tokens"], (deltas, usage[-1])
+    return usage[-1]["completion_tokens"]
 
 
 def test_two_hundred_mixed_jobs_complete_exactly_once_and_memory_settles(endpoint):
@@ -243,30 +235,36 @@ def test_two_hundred_mixed_jobs_complete_exactly_once_and_memory_settles(endpoin
     before = proc.memory_info().rss
 
     jobs = [_load_job(i) for i in range(200)]
+    ended = endpoint.jobs_ended()
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        most_running = pool.submit(endpoint.most_in_progress, until_done=200)
+        most_running = pool.submit(
+            endpoint.most_in_progress, until_done=200, timeout_s=600, since=ended
+        )
         ids = list(
             pool.map(lambda job: post(endpoint, "run", {"input": job[0]}).json()["id"], jobs)
         )
         assert len(set(ids)) == 200
-        results = [wait_final(endpoint, job_id, timeout_s=900) for job_id in ids]
+        results = [wait_final(endpoint, job_id, timeout_s=600) for job_id in ids]
         # The worker takes as many jobs as MAX_CONCURRENCY allows, and never more.
-        assert most_running.result() == 16
+        assert most_running.result(timeout=60) == 16
     assert [r["status"] for r in results] == ["COMPLETED"] * 200, [
         r for r in results if r["status"] != "COMPLETED"
     ][:2]
-    for (job_input, tokens), result in zip(jobs, results, strict=True):
-        if "openai_route" in job_input and job_input["openai_input"]["stream"]:
-            assert _completion_tokens(result, job_input) >= 1
-        else:
-            assert _completion_tokens(result, job_input) == tokens
-    log = endpoint.log.read_text()
+    for i, ((job_input, tokens), result) in enumerate(zip(jobs, results, strict=True)):
+        assert _completion_tokens(result, job_input) == tokens, (i, job_input)
+    log = endpoint.log_text()
     assert all(len(re.findall(rf"job {job_id} completed", log)) == 1 for job_id in ids)
 
-    time.sleep(3)
-    after = proc.memory_info().rss
+    # Sampled until within the margin: the last jobs' buffers go within moments, a leak never.
     margin = 300 * 2**20  # allocator caches and warmed-up pools; a leak per job would exceed it
-    assert after - before < margin, f"worker RSS grew by {(after - before) / 2**20:.0f} MiB"
+    growth = 0
+
+    def settled() -> bool:
+        nonlocal growth
+        growth = proc.memory_info().rss - before
+        return growth < margin
+
+    wait_until(settled, 30, lambda: f"worker RSS to settle; it grew by {growth / 2**20:.0f} MiB")
 
 
 # --- cancellation storm -------------------------------------------------------------------
@@ -278,7 +276,7 @@ def test_cancellation_storm_leaves_the_engine_idle(endpoint):
         "stream": True,
         "sampling_params": {"max_tokens": 2000, "ignore_eos": True},
     }
-    mark = len(endpoint.log.read_text())
+    mark = len(endpoint.log_text())
     ids = [post(endpoint, "run", {"input": long_job}).json()["id"] for _ in range(50)]
     rng = random.Random(7)
     for job_id in rng.sample(ids, len(ids)):
@@ -286,13 +284,13 @@ def test_cancellation_storm_leaves_the_engine_idle(endpoint):
         assert post(endpoint, f"cancel/{job_id}", None).json()["status"] == "CANCELLED"
     assert all(wait_final(endpoint, job_id)["status"] == "CANCELLED" for job_id in ids)
     # The worker reports what the engine still holds whenever it changes (every second here).
-    deadline = time.monotonic() + 60
-    while True:
-        counts = re.findall(r"engine holds (\d+) unfinished", endpoint.log.read_text()[mark:])
-        if counts and counts[-1] == "0" and any(c != "0" for c in counts):
-            break
-        assert time.monotonic() < deadline, f"engine still holds requests: {counts[-3:]}"
-        time.sleep(0.5)
+    counts: list[str] = []
+
+    def engine_emptied() -> bool:
+        counts[:] = re.findall(r"engine holds (\d+) unfinished", endpoint.log_text()[mark:])
+        return bool(counts) and counts[-1] == "0" and any(c != "0" for c in counts)
+
+    wait_until(engine_emptied, 60, lambda: f"an idle engine; it reported {counts[-3:]}", 0.5)
     done = post(
         endpoint,
         "runsync",
@@ -315,7 +313,9 @@ def test_one_log_line_per_job_without_text_or_secrets(endpoint):
         "stream": True,
         "sampling_params": {"max_tokens": 8, "ignore_eos": True},
     }
-    job_id = post(endpoint, "runsync", {"input": job}).json()["id"]
+    done = post(endpoint, "runsync", {"input": job}).json()
+    assert done["status"] == "COMPLETED", done
+    job_id = done["id"]
     line = wait_log(endpoint, rf"job {job_id} completed[^\n]*").group(0)
     for field in (
         "route=native",
@@ -326,7 +326,7 @@ def test_one_log_line_per_job_without_text_or_secrets(endpoint):
         "finish=length",
     ):
         assert field in line, line
-    openai_id = post(
+    openai_done = post(
         endpoint,
         "runsync",
         {
@@ -336,13 +336,18 @@ def test_one_log_line_per_job_without_text_or_secrets(endpoint):
                     "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
                     "prompt": SECRET_PROMPT,
                     "max_tokens": 3,
+                    "ignore_eos": True,
                 },
             }
         },
-    ).json()["id"]
+    ).json()
+    assert openai_done["status"] == "COMPLETED", openai_done
+    openai_id = openai_done["id"]
     line = wait_log(endpoint, rf"job {openai_id} completed[^\n]*").group(0)
     assert "route=/v1/completions" in line and "output_tokens=3" in line, line
-    log = endpoint.log.read_text()
+    log = endpoint.log_text()
+    for done_id in (job_id, openai_id):  # one line per job, whatever its outcome
+        assert len(re.findall(rf"job {done_id} \w+ in ", log)) == 1, done_id
     assert SECRET_PROMPT not in log
     assert API_KEY not in log
     assert HF_TOKEN not in log
@@ -358,26 +363,26 @@ def _start_streaming(endpoint, max_tokens: int) -> str:
         "sampling_params": {"max_tokens": max_tokens, "ignore_eos": True},
     }
     job_id = post(endpoint, "run", {"input": job}).json()["id"]
-    while status(endpoint, job_id)["status"] != "IN_PROGRESS":
-        time.sleep(0.05)
+    wait_until(
+        lambda: status(endpoint, job_id)["status"] != "IN_QUEUE",
+        60,
+        lambda: f"job {job_id} to start; it is {status(endpoint, job_id)}",
+    )
     return job_id
 
 
 def _exits(endpoint) -> list[int]:
     return [
         int(c)
-        for c in re.findall(
-            r"worker exited with code (-?\d+); restarting", endpoint.log.read_text()
-        )
+        for c in re.findall(r"worker exited with code (-?\d+); restarting", endpoint.log_text())
     ]
 
 
 def _next_exit(endpoint, seen: int, timeout_s: float = 40) -> int:
     """The exit code of the next worker to end, after `seen` earlier ones."""
-    deadline = time.monotonic() + timeout_s
-    while len(codes := _exits(endpoint)) <= seen:
-        assert time.monotonic() < deadline, "the worker did not exit"
-        time.sleep(0.2)
+    codes = wait_until(
+        lambda: (found := _exits(endpoint))[seen:] and found, timeout_s, "the worker to exit", 0.2
+    )
     return codes[seen]
 
 
@@ -392,10 +397,16 @@ def test_sigterm_finishes_running_jobs_within_the_grace_period_then_exits_zero(e
     late = post(
         endpoint, "run", {"input": {"prompt": "late", "sampling_params": {"max_tokens": 2}}}
     ).json()["id"]
-    assert wait_final(endpoint, short)["status"] == "COMPLETED"
-    assert wait_final(endpoint, long)["status"] == "FAILED"  # cancelled after the grace period
+    short_result = wait_final(endpoint, short)
+    assert short_result["status"] == "COMPLETED", short_result
+    # The long job is cancelled in the worker after the grace period; it never reports a
+    # result, so it fails when the worker has exited.
+    long_result = wait_final(endpoint, long)
+    assert long_result["status"] == "FAILED", long_result
+    assert "worker process exited with code 0" in long_result["error"], long_result
     assert _next_exit(endpoint, seen) == 0
-    assert time.monotonic() - stopped < 4 + 20
+    assert 4 <= time.monotonic() - stopped < 4 + 20  # SHUTDOWN_GRACE_PERIOD, then the exit
+    wait_log(endpoint, rf"job {long} cancelled")
     endpoint.wait_ready()
     late_result = wait_final(endpoint, late)
     assert late_result["status"] == "COMPLETED", late_result
@@ -406,17 +417,14 @@ def test_engine_death_fails_running_jobs_and_ends_the_worker(endpoint):
     seen = len(_exits(endpoint))
     pid = endpoint.worker_pid()
     running = [_start_streaming(endpoint, 3000) for _ in range(3)]
-    core = subprocess.run(
-        ["pgrep", "-P", str(pid), "-f", "EngineCore"], capture_output=True, text=True, check=True
-    )
+    core = endpoint.engine_core()
+    assert core.ppid() == pid, (core, pid)
     killed = time.monotonic()
-    os.kill(int(core.stdout.split()[0]), signal.SIGKILL)
+    core.send_signal(signal.SIGKILL)
     results = [wait_final(endpoint, job_id, timeout_s=60) for job_id in running]
-    assert [r["status"] for r in results] == ["FAILED"] * 3
-    # Usually vLLM's "engine died" error; if vLLM's own clean-up holds the event loop past the
-    # worker's grace period, the endpoint reports the worker's exit instead. Both are clear.
-    clear = ("engine died", "worker process exited")
-    assert all(any(c in r["error"] for c in clear) for r in results), results
+    assert [r["status"] for r in results] == ["FAILED"] * 3, results
+    # The worker reports the engine's death on each running job before it exits.
+    assert all("engine died" in r["error"] for r in results), results
     assert _next_exit(endpoint, seen) == 1
     assert time.monotonic() - killed < 20
     endpoint.wait_ready()

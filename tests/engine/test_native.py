@@ -4,9 +4,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import cancel_mid_request, run_job, text_of, wait_idle
-
-pytestmark = pytest.mark.engine
+from tests.helpers import cancel_mid_request, handler_with, run_job, text_of, wait_idle
 
 GREEDY = {"temperature": 0, "max_tokens": 20}
 
@@ -41,12 +39,13 @@ async def test_apply_chat_template_on_a_prompt(handler):
 
 async def test_usage_counts_equal_the_tokenizer(handler, tokenizer):
     prompt = "Write a haiku about nature."
-    items = await run_job(handler, {"prompt": prompt, "sampling_params": {"max_tokens": 12}})
+    params = {"max_tokens": 12, "ignore_eos": True, "logprobs": 0}
+    items = await run_job(handler, {"prompt": prompt, "sampling_params": params})
     usage = items[0]["usage"]
     assert usage["input"] == len(tokenizer.encode(prompt))
-    text = text_of(items)
-    assert usage["output"] == 12 or items[0]["choices"][0]["finish_reason"] == "stop"
-    assert usage["output"] >= len(tokenizer.encode(text, add_special_tokens=False)) - 1
+    token_ids = [position["token_id"] for position in items[0]["choices"][0]["logprobs"]]
+    assert usage["output"] == len(token_ids) == 12
+    assert text_of(items) == tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
 def _increments(items: list[dict]) -> list[int]:
@@ -177,12 +176,7 @@ async def test_concurrent_jobs_all_complete(handler, engine):
 
 
 async def test_max_batch_wait_sends_partial_batches(engine, config):
-    import dataclasses
-
-    from vllm_worker.handler import make_handler
-
-    worker = config.worker.model_copy(update={"max_batch_wait_ms": 1.0})
-    handler = make_handler(engine, dataclasses.replace(config, worker=worker))
+    handler = handler_with(engine, config, max_batch_wait_ms=1.0)
     job = {
         "prompt": "Count slowly:",
         "stream": True,

@@ -9,8 +9,9 @@ import time
 import pytest
 import uvloop
 from runpod.serverless.modules import rp_scale
-from runpod.serverless.modules.worker_state import JobsProgress
+from runpod.serverless.modules.worker_state import Job, JobsProgress
 
+from tests.helpers import until
 from vllm_worker import scaler
 
 
@@ -100,10 +101,10 @@ async def test_jobs_flow_through_free_slots_without_fixed_sleeps():
 async def test_stop_lets_running_jobs_finish_within_the_grace_period(monkeypatch):
     monkeypatch.setattr(scaler.JobScaler, "grace_s", 0.3)
     source = Source(total=2)
-    started, outcomes = asyncio.Event(), {}
+    started, outcomes = set(), {}
 
     async def handler(_session, _config, job):
-        started.set()
+        started.add(job["id"])
         try:
             await asyncio.sleep(0.05 if job["id"] == "job-0" else 60)
             outcomes[job["id"]] = "finished"
@@ -113,8 +114,7 @@ async def test_stop_lets_running_jobs_finish_within_the_grace_period(monkeypatch
 
     job_scaler = make_scaler(source, handler, concurrency=2)
     loop = asyncio.create_task(job_scaler.run())
-    await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(0.01)
+    await until(lambda: len(started) == 2, 5, "both jobs should be running")
     job_scaler.kill_worker()
     await asyncio.wait_for(loop, 5)
     assert outcomes == {"job-0": "finished", "job-1": "cancelled"}
@@ -141,7 +141,7 @@ def test_install_refuses_another_sdk_version(monkeypatch):
 
 async def test_a_job_the_last_poll_brings_after_the_stop_still_runs():
     """Cancelling the poll in flight could lose a job the server has just handed out."""
-    stop_seen = asyncio.Event()
+    polling, stop_seen = asyncio.Event(), asyncio.Event()
     ran = []
 
     class LatePoll(Source):
@@ -150,6 +150,7 @@ async def test_a_job_the_last_poll_brings_after_the_stop_still_runs():
             if len(self.asked) > 1:
                 await asyncio.sleep(0.05)
                 return None
+            polling.set()
             await stop_seen.wait()  # a long poll, answered just after the stop
             return [{"id": "late", "input": {}}]
 
@@ -158,7 +159,7 @@ async def test_a_job_the_last_poll_brings_after_the_stop_still_runs():
 
     job_scaler = make_scaler(LatePoll(total=0), handler, concurrency=2)
     loop = asyncio.create_task(job_scaler.run())
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(polling.wait(), 5)
     job_scaler.kill_worker()
     stop_seen.set()
     await asyncio.wait_for(loop, 5)
@@ -168,26 +169,38 @@ async def test_a_job_the_last_poll_brings_after_the_stop_still_runs():
 async def test_the_progress_file_follows_the_jobs_written_off_the_loop(progress_file):
     """The SDK's heartbeat reports the job ids in this file; it is written from a snapshot at
     most every PROGRESS_SAVE_INTERVAL_S, and the in-memory list is never reloaded from it."""
-    release, started = asyncio.Event(), asyncio.Event()
+    release, started = asyncio.Event(), set()
 
-    async def handler(_session, _config, _job):
-        started.set()
+    async def handler(_session, _config, job):
+        started.add(job["id"])
         await release.wait()
 
-    def saved_ids() -> set[str]:
+    def saved_ids() -> set[str] | None:
+        """The ids in the progress file; None before its first write (it is replaced
+        atomically, so it is never seen half written)."""
+        if not progress_file.exists():
+            return None
         with progress_file.open("rb") as saved:
             return {job.id for job in pickle.load(saved)}
 
+    # A write is due at most PROGRESS_SAVE_INTERVAL_S after a change; allow for a slow machine.
+    written_within = scaler.PROGRESS_SAVE_INTERVAL_S + 2
     job_scaler = make_scaler(Source(total=2), handler, concurrency=2)
     loop = asyncio.create_task(job_scaler.run())
-    await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(scaler.PROGRESS_SAVE_INTERVAL_S + 0.3)
-    assert saved_ids() == {"job-0", "job-1"}
-    progress_file.write_bytes(pickle.dumps(set()))  # a stale file is not read back
+    await until(lambda: len(started) == 2, 5, "both jobs should be running")
+    await until(
+        lambda: saved_ids() == {"job-0", "job-1"},
+        written_within,
+        "the progress file should list both jobs",
+    )
+    progress_file.write_bytes(pickle.dumps({Job(id="stale")}))  # a stale file is not read back
     # The SDK's job poll asks get_job_list, which would reload the list from the file.
     assert set(job_scaler.job_progress.get_job_list().split(",")) == {"job-0", "job-1"}
     release.set()
-    await asyncio.sleep(scaler.PROGRESS_SAVE_INTERVAL_S + 0.3)
-    assert saved_ids() == set()
+    await until(
+        lambda: saved_ids() == set(),
+        written_within,
+        "the progress file should be empty once the jobs ended",
+    )
     job_scaler.kill_worker()
     await asyncio.wait_for(loop, 5)

@@ -2,6 +2,7 @@
 
 import asyncio
 
+from tests.helpers import until
 from vllm_worker.local.app import build_app
 from vllm_worker.local.store import JobStore, Status
 
@@ -48,7 +49,8 @@ async def test_a_job_poll_the_worker_closed_hands_out_no_job():
         sent.append(message)
 
     poll = asyncio.create_task(app(job_take_scope("w1", "secret"), receive, send))
-    await asyncio.sleep(0.05)
+    await until(lambda: "w1" in store.workers_seen, 2, "the job poll should be waiting")
+    assert not poll.done()
     closed.set()
     await asyncio.wait_for(poll, 2)
     job = store.submit({"prompt": "Hi"}, 60, 60)

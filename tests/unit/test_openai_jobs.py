@@ -1,23 +1,16 @@
-"""OpenAI jobs without the engine: SSE event grouping, job input, the routes jobs may call."""
+"""OpenAI jobs without the engine: SSE event grouping, job input, counts for the log."""
 
-import argparse
 import json
 from itertools import islice, pairwise
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vllm_worker import sse
 from vllm_worker.batching import BatchPolicy
-from vllm_worker.openai_jobs import (
-    EventBatches,
-    OpenAIError,
-    job_routes,
-    parse_openai,
-    parsed_events,
-    sse_text,
-)
+from vllm_worker.kinds import JobStats
+from vllm_worker.openai_jobs import EventBatches, OpenAIError, OpenAIKind, parse_openai
 
 POLICY = BatchPolicy(min_size=1, max_size=4, growth=2)
 
@@ -48,10 +41,10 @@ def test_events_survive_any_chunk_boundaries(chunk_payloads, data):
     batches = _batches(stream, cuts)
     # Whole events only: each yield decodes on its own (no split character) and the
     # concatenated yields are the stream itself.
-    texts = [sse_text(batch) for batch in batches]
+    texts = [sse.encode(batch) for batch in batches]
     assert "".join(texts).encode() == stream
     assert all(text.endswith("\n\n") for text in texts if text)
-    parsed = [obj for batch in batches for obj in parsed_events(batch)]
+    parsed = [obj for batch in batches for obj in sse.values(batch)]
     assert parsed == chunk_payloads
 
 
@@ -88,20 +81,10 @@ def test_role_only_opening_chunks_ride_along_with_the_first_batch():
     batcher = EventBatches(POLICY)
     batches = [batch for event in events for batch in batcher.feed(event)]
     assert [len(batch) for batch in batches] == [3, 2, 4]
-    assert parsed_events(batches[0])[2] == tokens[0]
+    assert sse.values(batches[0])[2] == tokens[0]
     # A first chunk that carries a token counts as usual.
     first_token = _stream([chunk(0, role="assistant", content="Hi"), *tokens])
     assert [len(b) for b in _batches(first_token, [])][:2] == [1, 2]
-
-
-def test_parsed_events_take_data_lines_and_skip_done_and_comments():
-    events = [
-        b'event: response.created\ndata: {"type": "response.created"}',
-        b": keep-alive",
-        b'data: {"a":\ndata: 1}',
-        b"data: [DONE]",
-    ]
-    assert parsed_events(events) == [{"type": "response.created"}, {"a": 1}]
 
 
 def test_an_unterminated_tail_is_kept_as_the_last_event():
@@ -109,7 +92,7 @@ def test_an_unterminated_tail_is_kept_as_the_last_event():
     assert list(batcher.feed(b'data: {"a": 1}\n\ndata: {"b"')) == []
     assert list(batcher.feed(b": 2}")) == []
     assert batcher.rest() == [b'data: {"a": 1}', b'data: {"b": 2}']
-    assert sse_text([]) == ""
+    assert sse.encode([]) == ""
 
 
 def test_job_takes_batch_fields_beside_the_route():
@@ -137,60 +120,6 @@ def test_bad_job_input_is_an_openai_error(job_input, expected):
     assert (error["type"], error["code"]) == ("BadRequestError", 400)
 
 
-def _app(config, tasks, model_config=None, **args):
-    """vLLM's app as `vllm serve` builds it; routes need no engine."""
-    from vllm.entrypoints.launchers.app import build_app
-
-    return build_app(argparse.Namespace(**{**vars(config.vllm_args), **args}), tasks, model_config)
-
-
-def _routes(config, tasks, model_config=None, **args) -> dict[str, str]:
-    return job_routes(_app(config, tasks, model_config, **args))
-
-
-SERVER_ROUTES = ["/health", "/ping", "/metrics", "/load", "/version", "/invocations", "/docs"]
-
-
-def test_generative_model_routes(config):
-    routes = _routes(config, ("generate",))
-    assert routes["/v1/models"] == "GET"
-    for path in [
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/responses",
-        "/v1/messages",
-        "/tokenize",
-        "/detokenize",
-    ]:
-        assert routes[path] == "POST"
-    for path in [*SERVER_ROUTES, "/v1/embeddings", "/v1/responses/{response_id}"]:
-        assert path not in routes
-    # Scale-out routes are stubs unless enabled; their request-aborting route never counts.
-    assert "/v1/chat/completions/render" not in routes
-    enabled = _routes(config, ("generate",), enable_scale_out=True)
-    assert "/v1/chat/completions/render" in enabled
-    assert "/inference/v1/generate" in enabled
-    assert "/inference/v1/abort_requests" not in enabled
-
-
-def test_embedding_model_routes(config):
-    model_config = SimpleNamespace(get_pooling_task=lambda tasks: "embed")
-    routes = _routes(config, ("embed",), model_config)
-    assert {"/v1/embeddings", "/v1/models", "/tokenize", "/v1/score"} <= set(routes)
-    assert "/v1/chat/completions" not in routes
-    assert not set(SERVER_ROUTES) & set(routes)
-
-
-def test_development_routes_stay_unreachable(config, monkeypatch):
-    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")
-    app = _app(config, ("generate",))
-    routes = job_routes(app)
-    for path in ["/sleep", "/wake_up", "/collective_rpc", "/reset_prefix_cache", "/pause"]:
-        assert path in {route.path for route in app.routes}
-        assert path not in routes
-    assert "/v1/chat/completions" in routes
-
-
 def test_max_wait_lets_pending_events_leave_early(monkeypatch):
     import vllm_worker.openai_jobs as openai_jobs
 
@@ -209,3 +138,37 @@ def test_max_wait_lets_pending_events_leave_early(monkeypatch):
     assert batcher.time_left() is None
     assert [len(b) for b in batcher.feed(b"data: 3\n\n" * 4)] == [3]
     assert batcher.time_left() == pytest.approx(0.5)  # the one left over waits anew
+
+
+def _usage_stream(finish: list[str], usage: dict | None) -> list[bytes]:
+    chunks = [
+        {"choices": [{"index": i, "delta": {"content": "x"}, "finish_reason": None}]}
+        for i in range(len(finish))
+    ]
+    chunks += [
+        {"choices": [{"index": i, "delta": {}, "finish_reason": reason}]}
+        for i, reason in enumerate(finish)
+    ]
+    if usage is not None:
+        chunks.append({"choices": [], "usage": usage})
+    return sse.split(_stream(chunks))[0]
+
+
+def test_stream_counts_come_from_its_last_events():
+    from vllm_worker.openai_jobs import _count_stream
+
+    stats = JobStats(route="/v1/chat/completions")
+    usage = {"prompt_tokens": 7, "completion_tokens": 12, "total_tokens": 19}
+    _count_stream(_usage_stream(["stop", "length"], usage), stats)
+    assert (stats.prompt_tokens, stats.output_tokens) == (7, 12)
+    assert stats.finish_reasons == ["length"]  # one finish chunk per choice: the last one wins
+    bare = JobStats(route="/v1/completions")
+    _count_stream(_usage_stream(["stop"], None), bare)
+    assert (bare.prompt_tokens, bare.output_tokens, bare.finish_reasons) == (None, None, ["stop"])
+
+
+def test_route_claims_only_inputs_with_openai_route():
+    kind = OpenAIKind(serving=None, settings=None)  # type: ignore[arg-type]
+    assert kind.route({"openai_route": "/v1/models"}) == "/v1/models"
+    assert kind.route({"prompt": "Hi"}) is None
+    assert kind.route(["openai_route"]) is None

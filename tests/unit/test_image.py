@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vllm_worker import config
+from vllm_worker import model
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
@@ -51,7 +51,7 @@ def test_the_hub_token_is_only_a_build_secret():
 
 
 def test_the_model_is_baked_where_the_worker_looks():
-    assert f"--dest {config.BAKED_MANIFEST.parent} " in DOCKERFILE
+    assert f"--dest {model.BAKED_MANIFEST.parent} " in DOCKERFILE
 
 
 def test_the_build_context_holds_what_the_build_uses():

@@ -12,7 +12,7 @@ from vllm_worker import sampling
 from vllm_worker.errors import JobInputError
 from vllm_worker.sampling import NOT_OFFERED, SamplingInput
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def test_documented_defaults():

@@ -1,5 +1,8 @@
 """Settings from the environment: names derived from vLLM's parser, clear errors."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from vllm_worker import config
@@ -89,9 +92,16 @@ def test_invalid_values_name_the_variable(env, expected):
 
 
 def test_secret_values_are_not_echoed():
+    class Secrets(config.EnvSettings):
+        service_api_key: int = 0
+
     with pytest.raises(ConfigError) as caught:
-        vllm_argv({"MAX_MODEL_LEN": "1", "HF_TOKEN": "hf_secret", "DTYPE": "nope"})
-    assert "hf_secret" not in str(caught.value)
+        Secrets.from_env({"SERVICE_API_KEY": "sk-secret-value"})
+    assert str(caught.value).startswith("SERVICE_API_KEY=<hidden>: Input should be a valid")
+    assert "sk-secret-value" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        config._to_argv("X_TOKEN", "tok-secret", vllm_env_vars()["ENFORCE_EAGER"])
+    assert str(caught.value) == "X_TOKEN=<hidden>: expected true or false"
 
 
 def test_worker_settings_defaults_and_errors():
@@ -121,18 +131,50 @@ def test_cpu_defaults_apply_unless_overridden(monkeypatch):
     assert loaded.vllm_args.kv_cache_memory_bytes > 0
     assert loaded.served_model_name == "org/model"
 
-    loaded = config.load({**base, "ENFORCE_EAGER": "false", "GPU_MEMORY_UTILIZATION": "0.3"})
+    overrides = {"ENFORCE_EAGER": "false", "GPU_MEMORY_UTILIZATION": "0.3", "DTYPE": "bfloat16"}
+    loaded = config.load({**base, **overrides})
     assert loaded.vllm_args.enforce_eager is False
     assert loaded.vllm_args.kv_cache_memory_bytes is None
+    assert loaded.vllm_args.dtype == "bfloat16"
     assert loaded.cpu_defaults == {}
 
 
-def test_default_model_is_served_under_its_hub_id():
-    from vllm_worker import default_model
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpus_without_native_bf16_default_to_float32(monkeypatch, native_bf16):
+    import torch
 
-    loaded = config.load({})
-    assert loaded.served_model_name == default_model.HUB_ID
-    assert loaded.vllm_args.model == str(default_model.ensure_default_model())
+    monkeypatch.setattr(config, "_is_cpu", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16)
+    loaded = config.load({"MODEL_NAME": "org/model"})
+    assert loaded.vllm_args.dtype == ("auto" if native_bf16 else "float32")
+    assert ("dtype" in loaded.cpu_defaults) is not native_bf16
+
+
+def test_loading_settings_has_no_side_effects(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = dict(os.environ)
+    loaded = config.load({"WORKER_CACHE_DIR": str(tmp_path / "cache")})
+    assert not (tmp_path / "cache").exists()  # the default model is prepared later
+    assert loaded.vllm_args.model == vllm_env_vars()["MODEL_NAME"].default
+    assert dict(os.environ) == before
+
+
+def test_an_empty_variable_means_unset():
+    blank = {name: "" for name in WorkerSettings.env_names()} | {"RUNPOD_LOG_LEVEL": "  "}
+    assert WorkerSettings.from_env(blank) == WorkerSettings()
+    assert config.load({"MAX_MODEL_LEN": "", "MAX_CONCURRENCY": ""}).worker.max_concurrency == 30
+
+
+def test_cache_dir_follows_the_setting_then_xdg(tmp_path):
+    assert WorkerSettings(worker_cache_dir=tmp_path).cache_dir("/xdg") == tmp_path
+    assert WorkerSettings().cache_dir("/xdg") == Path("/xdg/vllm-worker")
+    assert WorkerSettings().cache_dir(None) == Path.home() / ".cache" / "vllm-worker"
+
+
+def test_runpod_log_level_is_checked_and_case_insensitive():
+    assert WorkerSettings.from_env({"RUNPOD_LOG_LEVEL": "debug"}).runpod_log_level == "DEBUG"
+    with pytest.raises(ConfigError, match=r"^RUNPOD_LOG_LEVEL='LOUD': "):
+        WorkerSettings.from_env({"RUNPOD_LOG_LEVEL": "loud"})
 
 
 def test_openai_aliases_map_onto_vllm_flags():
@@ -186,18 +228,6 @@ def test_lora_modules_take_one_object_or_a_list(modules):
     )
     assert loaded.vllm_args.lora_modules[0].name == "a"
     assert loaded.vllm_args.lora_modules[0].path == "/x"
-
-
-def test_served_name_override_wins_for_any_model():
-    from vllm_worker import default_model
-
-    override = {"OPENAI_SERVED_MODEL_NAME_OVERRIDE": "my-model"}
-    loaded = config.load(override)
-    assert loaded.served_model_name == "my-model"
-    assert loaded.vllm_args.served_model_name == ["my-model"]
-    assert loaded.vllm_args.model == str(default_model.ensure_default_model())
-    loaded = config.load({**override, "MODEL_NAME": "org/model"})
-    assert (loaded.served_model_name, loaded.vllm_args.model) == ("my-model", "org/model")
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,11 @@ import concurrent.futures
 import json
 import re
 import subprocess
+import threading
 import time
 
 import pytest
 import requests
-
-pytestmark = pytest.mark.engine
 
 POEM_JOB = {
     "messages": [
@@ -36,17 +35,18 @@ LONG_STREAM = {
 
 
 def poll(endpoint, job_id: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = requests.get(
-            f"{endpoint.url}/status/{job_id}", headers=endpoint.headers, timeout=10
-        )
-        status.raise_for_status()
-        body = status.json()
-        if body["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
-            return body
-        time.sleep(0.2)
-    raise TimeoutError(job_id)
+    """The job's final /status body; TimeoutError (with the last status) after `timeout_s`."""
+    return endpoint.wait_final(job_id, timeout_s)
+
+
+def cancel(endpoint, job_id: str) -> None:
+    """Cancel a job and, when a worker was running it, wait until the worker has logged its
+    end (a cancelled job's request is aborted first), so the next test finds an idle engine."""
+    mark = len(endpoint.log_text())
+    running = endpoint.status(job_id)["status"] == "IN_PROGRESS"
+    endpoint.cancel(job_id)
+    if running:
+        endpoint.wait_log(rf"job {job_id} \w+ in ", timeout_s=30, start=mark)
 
 
 def output_text(result: dict) -> str:
@@ -125,7 +125,17 @@ def test_runpod_sdk_run_sync_run_and_stream(runpod_endpoint):
             }
         }
     )
-    items = list(streamed.stream())
+    # The SDK's stream() polls until the job ends, without a deadline: a job still running
+    # after 120 s is cancelled, which ends the loop and fails the test.
+    overran = threading.Event()
+    watchdog = threading.Timer(120, lambda: (overran.set(), streamed.cancel()))
+    watchdog.start()
+    try:
+        items = list(streamed.stream())
+    finally:
+        watchdog.cancel()
+    assert not overran.is_set(), "the streamed job did not end within 120 s"
+    assert streamed.status() == "COMPLETED"
     assert [item["usage"]["output"] for item in items] == [1, 4, 13, 40]
 
 
@@ -137,23 +147,26 @@ def test_stream_delivers_batches_while_the_job_runs(local_endpoint):
         timeout=10,
     ).json()["id"]
     try:
-        seen: list[dict] = []
         deadline = time.monotonic() + 60
-        while not seen and time.monotonic() < deadline:
-            body = requests.get(
+        while not (
+            body := requests.get(
                 f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
             ).json()
-            seen = body["stream"]
-        assert body["status"] == "IN_PROGRESS"
-        assert seen[0]["output"]["usage"]["output"] == 1
+        )["stream"]:
+            assert time.monotonic() < deadline, f"nothing streamed within 60 s: {body}"
+        assert body["status"] == "IN_PROGRESS", body
+        first = [item["output"]["usage"]["output"] for item in body["stream"]]
+        assert first[0] == 1, first
+        # The next call returns only what came since, while the job still runs.
         again = requests.post(
             f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
         ).json()
-        assert all(item["output"]["usage"]["output"] > 1 for item in again["stream"])
+        assert again["status"] == "IN_PROGRESS", again
+        counts = [item["output"]["usage"]["output"] for item in again["stream"]]
+        assert counts, "the second /stream call brought nothing within its wait"
+        assert first[-1] < counts[0] and counts == sorted(set(counts)), (first, counts)
     finally:
-        requests.post(
-            f"{local_endpoint.url}/cancel/{job_id}", headers=local_endpoint.headers, timeout=10
-        )
+        cancel(local_endpoint, job_id)
 
 
 def test_cancel_mid_stream_ends_the_job_and_aborts_the_request(local_endpoint):
@@ -163,20 +176,16 @@ def test_cancel_mid_stream_ends_the_job_and_aborts_the_request(local_endpoint):
         json={"input": LONG_STREAM},
         timeout=10,
     ).json()["id"]
-    while not requests.get(
-        f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
-    ).json()["stream"]:
-        pass
+    first = local_endpoint.wait_stream(job_id, timeout_s=60)
+    assert first["status"] == "IN_PROGRESS" and first["stream"], first
+    mark = len(local_endpoint.log_text())
     cancelled = requests.post(
         f"{local_endpoint.url}/cancel/{job_id}", headers=local_endpoint.headers, timeout=10
     )
     assert cancelled.json() == {"id": job_id, "status": "CANCELLED"}
-    assert poll(local_endpoint, job_id)["status"] == "CANCELLED"
+    assert local_endpoint.status(job_id)["status"] == "CANCELLED"
     # The worker's handler logs the end of the job after its vLLM request was aborted.
-    deadline = time.monotonic() + 30
-    while f"job {job_id} cancelled" not in local_endpoint.log.read_text():
-        assert time.monotonic() < deadline, "the worker never stopped the job"
-        time.sleep(0.2)
+    local_endpoint.wait_log(rf"job {job_id} cancelled", timeout_s=30, start=mark)
     health = requests.get(
         f"{local_endpoint.url}/health", headers=local_endpoint.headers, timeout=10
     ).json()
@@ -197,12 +206,16 @@ def test_fifty_jobs_at_once_all_complete_exactly_once(local_endpoint):
             timeout=30,
         ).json()["id"]
 
+    ended = local_endpoint.jobs_ended()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        most_running = pool.submit(local_endpoint.most_in_progress, until_done=50)
+        most_running = pool.submit(
+            local_endpoint.most_in_progress, until_done=50, timeout_s=300, since=ended
+        )
         ids = list(pool.map(submit, range(50)))
         assert len(set(ids)) == 50
         results = [poll(local_endpoint, job_id, timeout_s=300) for job_id in ids]
-        assert most_running.result() == 8  # MAX_CONCURRENCY, used in full and never exceeded
+        # MAX_CONCURRENCY, used in full and never exceeded.
+        assert most_running.result(timeout=60) == 8
     assert [r["status"] for r in results] == ["COMPLETED"] * 50
     assert [r["output"][-1]["usage"]["output"] for r in results] == [8 + i % 5 for i in range(50)]
     log = local_endpoint.log.read_text()
@@ -290,7 +303,13 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 def client(local_endpoint):
     from openai import OpenAI
 
-    return OpenAI(api_key=local_endpoint.api_key, base_url=f"{local_endpoint.url}/openai/v1")
+    # As documented, plus a deadline per request, and no retries: a retry would hide a failure.
+    return OpenAI(
+        api_key=local_endpoint.api_key,
+        base_url=f"{local_endpoint.url}/openai/v1",
+        timeout=120,
+        max_retries=0,
+    )
 
 
 def test_openai_client_chat_completion(client):
@@ -308,23 +327,31 @@ def test_openai_client_chat_completion(client):
 
 
 def test_openai_client_streaming_arrives_while_generating(client):
+    # The clock starts before the request: create() returns once the response has begun,
+    # which is already the end when the whole stream comes at once.
+    started = time.monotonic()
     stream = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Write a short poem about stars."}],
         temperature=0.7,
         max_tokens=200,
         stream=True,
+        stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},
     )
-    started = time.monotonic()
-    arrivals, text = [], ""
+    arrivals, text, usage = [], "", None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.monotonic() - started)
             text += chunk.choices[0].delta.content
+        if chunk.usage is not None:
+            usage = chunk.usage
     assert text.strip()
+    assert usage is not None and usage.completion_tokens == 200, usage
     assert len(arrivals) > 100
-    assert arrivals[0] < arrivals[-1] / 3, "the first tokens came only at the end"
+    assert arrivals[0] < arrivals[-1] / 3, (
+        f"the first token came after {arrivals[0]:.2f} s, the last after {arrivals[-1]:.2f} s"
+    )
 
 
 def test_openai_client_completions_and_models(client):

@@ -8,11 +8,9 @@ from itertools import islice
 
 import pytest
 
-from tests.conftest import cancel_mid_request, run_job, wait_idle
+from tests.helpers import cancel_mid_request, handler_with, run_job, wait_idle
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.default_model import HUB_ID
-
-pytestmark = pytest.mark.engine
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 DEFAULT_POLICY = BatchPolicy(min_size=1, max_size=50, growth=3)
@@ -205,10 +203,7 @@ async def test_other_routes_of_vllm_work_as_jobs(handler):
 @pytest.fixture(scope="module")
 def parsed_handler(engine, config):
     """A second handler on the same engine, with RAW_OPENAI_OUTPUT=0."""
-    from vllm_worker.handler import make_handler
-
-    worker = config.worker.model_copy(update={"raw_openai_output": False})
-    return make_handler(engine, dataclasses.replace(config, worker=worker))
+    return handler_with(engine, config, raw_openai_output=False)
 
 
 async def test_raw_output_off_yields_lists_of_chunks(parsed_handler, handler):
@@ -224,17 +219,21 @@ async def test_raw_output_off_yields_lists_of_chunks(parsed_handler, handler):
     assert whole[0]["choices"][0]["message"]["content"] == text
 
 
-async def test_a_broken_openai_setting_fails_openai_jobs_only(engine, config):
-    from vllm_worker.handler import make_handler
+async def test_a_broken_serving_setting_stops_start_up_and_fails_every_job(engine, config):
+    from vllm_worker import worker
+    from vllm_worker.serving import ServingError
 
     # config.load refuses this; a template file removed after start-up gets this far.
     args = argparse.Namespace(**{**vars(config.vllm_args), "chat_template": "/gone.jinja"})
-    broken = make_handler(engine, dataclasses.replace(config, vllm_args=args))
-    error = error_of(await run_job(broken, {"openai_route": "/v1/models"}))
+    broken = worker.build(engine, dataclasses.replace(config, vllm_args=args))
+    with pytest.raises(ServingError, match=r"could not start.*/gone\.jinja"):
+        await broken.start(stats_interval_s=3600)
+    # Under the SDK's development modes nothing calls `start`: each job reports the failure.
+    error = error_of(await run_job(broken.handler, {"openai_route": "/v1/models"}))
     assert (error["code"], error["type"]) == (500, "InternalServerError")
     assert "could not start" in error["message"] and "/gone.jinja" in error["message"]
-    native = await run_job(broken, {"prompt": "Hello", "sampling_params": {"max_tokens": 2}})
-    assert native[0]["usage"]["output"] == 2
+    native = await run_job(broken.handler, {"prompt": "Hi", "sampling_params": {"max_tokens": 2}})
+    assert len(native) == 1 and "/gone.jinja" in native[0]["error"]
 
 
 LONG = {"max_tokens": 2000, "ignore_eos": True, "temperature": 0.8}
@@ -258,15 +257,23 @@ async def test_cancelling_the_job_task_aborts_the_request(handler, engine, strea
 
 async def test_concurrent_openai_and_native_jobs(handler, engine):
     jobs = [
-        chat(max_tokens=10, ignore_eos=True, stream=i % 2 == 0)
+        chat(max_tokens=10, ignore_eos=True, stream=True, stream_options={"include_usage": True})
+        if i % 3 and i % 2 == 0
+        else chat(max_tokens=10, ignore_eos=True)
         if i % 3
-        else {"prompt": "Hi", "sampling_params": {"max_tokens": 10}}
+        else {"prompt": "Hi", "sampling_params": {"max_tokens": 10, "ignore_eos": True}}
         for i in range(9)
     ]
     results = await asyncio.gather(
         *(run_job(handler, job, f"mix{i}") for i, job in enumerate(jobs))
     )
-    assert all("error" not in item for items in results for item in items if isinstance(item, dict))
+    for i, items in enumerate(results):
+        if i % 3 == 0:
+            assert items[-1]["usage"]["output"] == 10
+        elif i % 2 == 0:
+            assert chunks(items)[-1]["usage"]["completion_tokens"] == 10
+        else:
+            assert items[0]["usage"]["completion_tokens"] == 10
     await wait_idle(engine)
 
 
@@ -329,10 +336,7 @@ async def test_the_official_openai_client_reads_the_outputs(client):
 
 
 async def test_max_batch_wait_sends_partial_batches(engine, config):
-    from vllm_worker.handler import make_handler
-
-    worker = config.worker.model_copy(update={"max_batch_wait_ms": 1.0})
-    waiting = make_handler(engine, dataclasses.replace(config, worker=worker))
+    waiting = handler_with(engine, config, max_batch_wait_ms=1.0)
     job = {
         **completion(max_tokens=30, ignore_eos=True, stream=True),
         "min_batch_size": 20,

@@ -1,0 +1,77 @@
+"""Helpers the tests share: running a job through a handler, reading its items, waiting on the
+engine with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vllm_worker import default_model
+from vllm_worker.config import WorkerSettings
+
+
+def default_model_folder() -> Path:
+    """The default model's folder, prepared on first use in this machine's worker cache."""
+    cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
+    return default_model.ensure_default_model(cache)
+
+
+def handler_with(engine: Any, config: Any, **settings: Any) -> Callable:
+    """A second worker's handler on the same engine, with other worker settings."""
+    import dataclasses
+
+    from vllm_worker import worker
+
+    changed = config.worker.model_copy(update=settings)
+    return worker.build(engine, dataclasses.replace(config, worker=changed)).handler
+
+
+async def run_job(handler: Callable, job_input: object, job_id: str = "test") -> list[Any]:
+    """Every item the handler yields for one job."""
+    return [item async for item in handler({"id": job_id, "input": job_input})]
+
+
+def text_of(items: list[dict], choice: int = 0) -> str:
+    """The text of one choice over all native items."""
+    return "".join(piece for item in items for piece in item["choices"][choice]["tokens"])
+
+
+async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Return once `condition()` holds; fail the test naming `what` after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} within {timeout_s} s")
+        await asyncio.sleep(0.02)
+
+
+async def wait_idle(engine: Any, timeout_s: float = 5.0) -> None:
+    """Wait until the engine holds no request (an aborted one leaves within moments)."""
+    await until(
+        lambda: engine.get_num_unfinished_requests() == 0,
+        timeout_s,
+        "the engine should hold no request",
+    )
+
+
+async def cancel_mid_request(engine: Any, job: Awaitable[object], requests: int = 1) -> None:
+    """Run the `job` coroutine until `requests` requests are in the engine, cancel it, and
+    check that the cancellation reached the engine."""
+    task = asyncio.ensure_future(job)
+    await until(
+        lambda: engine.get_num_unfinished_requests() >= requests or task.done(),
+        10,
+        "the job's request should reach the engine",
+    )
+    assert not task.done(), "the job ended before it could be cancelled"
+    assert engine.get_num_unfinished_requests() == requests
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_idle(engine)
