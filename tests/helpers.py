@@ -7,12 +7,15 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from vllm_worker import default_model
-from vllm_worker.config import WorkerSettings
+from vllm_worker.config import Config, WorkerSettings
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 
 def default_model_folder() -> Path:
@@ -21,7 +24,7 @@ def default_model_folder() -> Path:
     return default_model.ensure_default_model(cache)
 
 
-def handler_with(engine: Any, config: Any, **settings: Any) -> Callable:
+def handler_with(engine: AsyncLLM, config: Config, **settings: Any) -> Callable:
     """A second worker's handler on the same engine, with other worker settings."""
     import dataclasses
 
@@ -31,9 +34,12 @@ def handler_with(engine: Any, config: Any, **settings: Any) -> Callable:
     return worker.build(engine, dataclasses.replace(config, worker=changed)).handler
 
 
-async def run_job(handler: Callable, job_input: object, job_id: str = "test") -> list[Any]:
-    """Every item the handler yields for one job."""
-    return [item async for item in handler({"id": job_id, "input": job_input})]
+async def run_job(
+    handler: Callable, job_input: object, job_id: str = "test", timeout_s: float = 600
+) -> list[Any]:
+    """Every item the handler yields for one job; fails after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        return [item async for item in handler({"id": job_id, "input": job_input})]
 
 
 def text_of(items: list[dict], choice: int = 0) -> str:
@@ -51,7 +57,7 @@ async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> N
         await asyncio.sleep(0.02)
 
 
-async def wait_idle(engine: Any, timeout_s: float = 5.0) -> None:
+async def wait_idle(engine: AsyncLLM, timeout_s: float = 5.0) -> None:
     """Wait until the engine holds no request (an aborted one leaves within moments)."""
     await until(
         lambda: engine.get_num_unfinished_requests() == 0,
@@ -60,7 +66,7 @@ async def wait_idle(engine: Any, timeout_s: float = 5.0) -> None:
     )
 
 
-async def cancel_mid_request(engine: Any, job: Awaitable[object], requests: int = 1) -> None:
+async def cancel_mid_request(engine: AsyncLLM, job: Awaitable[object], requests: int = 1) -> None:
     """Run the `job` coroutine until `requests` requests are in the engine, cancel it, and
     check that the cancellation reached the engine."""
     task = asyncio.ensure_future(job)

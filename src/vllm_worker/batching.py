@@ -79,7 +79,7 @@ async def paced(
     The source is read by a task of its own, so waiting with a timeout never cancels it;
     closing this generator cancels that task (and so closes the source).
     """
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue[T | _Failed | object] = asyncio.Queue()
 
     async def pump() -> None:
         try:

@@ -138,7 +138,7 @@ class WorkerSettings(EnvSettings):
         description="Seconds running jobs may take to finish after SIGTERM before they are "
         "cancelled; the worker then exits 0.",
     )
-    runpod_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = Field(
+    runpod_log_level: Literal["NOTSET", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = Field(
         "INFO",
         description="Log level of the runpod SDK. The worker starts it at INFO: the SDK's own "
         "default, DEBUG, logs every prompt and streamed output.",
@@ -273,7 +273,7 @@ def vllm_argv(environ: Mapping[str, str]) -> list[str]:
     argv: list[str] = []
     for var, action in vllm_env_vars().items():
         value = environ.get(var)
-        if value is None or value == "":
+        if value is None or not value.strip():  # blank: unset, as consoles send it
             continue
         args = _to_argv(var, value, action)
         try:
@@ -322,7 +322,9 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     argv = vllm_argv(environ)
     args = _parser().parse(argv)
     _check_serve_args(args)
-    given = frozenset(action.dest for var, action in vllm_env_vars().items() if environ.get(var))
+    given = frozenset(
+        action.dest for var, action in vllm_env_vars().items() if environ.get(var, "").strip()
+    )
     applied: dict[str, Any] = {}
     if _is_cpu():
         overridden = set(given)

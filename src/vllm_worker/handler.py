@@ -37,13 +37,14 @@ def make_handler(kinds: Sequence[JobKind[Any, Any]]) -> Handler:
     async def handler(job: dict[str, Any]) -> AsyncGenerator[object]:
         job_id = str(job.get("id", "local"))
         job_input = job.get("input")
-        kind, route = next(
-            (kind, route) for kind in kinds if (route := kind.route(job_input)) is not None
-        )
+        claimed = ((kind, route) for kind in kinds if (route := kind.route(job_input)) is not None)
+        kind, route = next(claimed, (None, "unclaimed"))
         stats = JobStats(route=route)
         started = time.perf_counter()
         outcome = "failed"
         try:
+            if kind is None:
+                raise JobError("no job kind of this worker takes this input")
             request = await kind.parse(job_input)
             async with aclosing(kind.run(request, job_id, stats)) as items:
                 async for item in items:

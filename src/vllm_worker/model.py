@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from vllm_worker import default_model
@@ -25,16 +26,17 @@ logger = logging.getLogger(__name__)
 BAKED_MANIFEST = Path("/models/baked.json")
 
 
-def prepare(config: Config) -> Config:
+def prepare(config: Config, environ: Mapping[str, str] = os.environ) -> Config:
     """`config` with the model to serve in its vLLM arguments, downloaded or converted if need be.
 
-    Side effects: converting the default model on first use (into the worker's cache folder),
-    and `HF_HUB_OFFLINE=1` in this process's environment (inherited by the engine's processes)
-    when everything a baked model needs is on disk.
+    Side effects: converting the default model on first use (into the worker's cache folder,
+    under `XDG_CACHE_HOME` from `environ` unless `WORKER_CACHE_DIR` is set), and
+    `HF_HUB_OFFLINE=1` in this process's environment (inherited by the engine's processes) when
+    everything a baked model needs is on disk.
     """
     args = copy.copy(config.vllm_args)
     if not _serve_baked_model(args, "model" in config.given) and "model" not in config.given:
-        cache = config.worker.cache_dir(os.environ.get("XDG_CACHE_HOME"))
+        cache = config.worker.cache_dir(environ.get("XDG_CACHE_HOME"))
         args.model = str(default_model.ensure_default_model(cache))
         args.served_model_name = args.served_model_name or [default_model.HUB_ID]
     return dataclasses.replace(config, vllm_args=args)

@@ -65,6 +65,11 @@ class NativeItem(TypedDict):
     usage: Usage
 
 
+#: A generated token id and the log-probabilities vLLM returned for its position (vLLM's
+#: type allows None, which sample log-probabilities never are).
+Position = tuple[int, "dict[int, Logprob] | None"]
+
+
 @dataclasses.dataclass(frozen=True)
 class NativeRequest:
     """What the engine needs for one native job."""
@@ -190,7 +195,7 @@ class _Batches:
         self._target = next(self._sizes)
         self._logprobs = logprobs
         self._pieces: list[list[str]] = [[] for _ in range(n)]
-        self._probs: list[list] = [[] for _ in range(n)]
+        self._probs: list[list[Position]] = [[] for _ in range(n)]
         self._new = [0] * n  # tokens since the last flush, per sequence
         self._total = [0] * n
         self._finish: list[str | None] = [None] * n
@@ -237,12 +242,14 @@ class _Batches:
         probs = [list(zip(s.token_ids, s.logprobs or (), strict=False)) for s in outputs]
         return self._item([[seq.text] for seq in outputs], probs)
 
-    def _item(self, pieces: list[list[str]], probs: list[list]) -> NativeItem:
+    def _item(self, pieces: list[list[str]], probs: list[list[Position]]) -> NativeItem:
         choices = []
         for tokens, finish, positions in zip(pieces, self._finish, probs, strict=True):
             choice: NativeChoice = {"tokens": tokens, "finish_reason": finish}
             if self._logprobs:
-                choice["logprobs"] = [_position(token, top) for token, top in positions]
+                choice["logprobs"] = [
+                    _position(token, top) for token, top in positions if top is not None
+                ]
             choices.append(choice)
         usage: Usage = {"input": self._prompt_tokens, "output": sum(self._total)}
         return {"choices": choices, "usage": usage}

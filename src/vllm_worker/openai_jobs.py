@@ -35,6 +35,8 @@ OpenAIItem = dict[str, Any] | str | list[Any]
 
 #: The last events of a stream read for its log line: its usage chunk, finish chunks, [DONE].
 _COUNTED_EVENTS = 8
+#: Choices beyond this index are left out of the log line's finish reasons.
+_MAX_CHOICES = 64
 
 
 class OpenAIError(JobError):
@@ -153,11 +155,14 @@ def _count(response: object, stats: JobStats) -> None:
     if isinstance(usage, dict):
         stats.prompt_tokens = usage.get("prompt_tokens", stats.prompt_tokens)
         stats.output_tokens = usage.get("completion_tokens", stats.output_tokens)
-    choices = response.get("choices")
-    if isinstance(choices, list) and choices:
-        reasons = [c.get("finish_reason") for c in choices if isinstance(c, dict)]
-        if any(reasons) or not stats.finish_reasons:
-            stats.finish_reasons = reasons
+    for position, choice in enumerate(response.get("choices") or ()):
+        if not isinstance(choice, dict) or not choice.get("finish_reason"):
+            continue
+        index = choice.get("index", position)
+        if isinstance(index, int) and 0 <= index < _MAX_CHOICES:
+            missing = index + 1 - len(stats.finish_reasons)
+            stats.finish_reasons.extend([None] * missing)
+            stats.finish_reasons[index] = choice["finish_reason"]
 
 
 def _count_stream(events: list[bytes], stats: JobStats) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,9 @@ from pydantic.json_schema import JsonDict
 
 from vllm_worker.errors import JobInputError, describe
 from vllm_worker.errors import validate as validate_model
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
 
 #: Marks a parameter plain vLLM 0.32 does not accept, which the worker implements itself.
 BEYOND_VLLM: JsonDict = {"beyond_vllm": True}
@@ -240,7 +243,7 @@ class BeamSearch:
 class Plan:
     """How one native job generates: engine parameters, and best-of or beam search if any."""
 
-    params: Any  # vllm.SamplingParams, with n = best_of when best_of > n
+    params: SamplingParams  # with n = best_of when best_of > n
     n: int
     best_of: int | None = None  # set when more candidates are generated than returned
     beam: BeamSearch | None = None

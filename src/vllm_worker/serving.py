@@ -2,8 +2,9 @@
 
 It is what `vllm serve` sets up between creating its engine and serving HTTP: vLLM's OpenAI
 app on the worker's engine, with its served-model registry (base model names, LoRA adapters)
-and its renderer (the resolved chat template and its settings). Native jobs use the same
-registry and renderer as OpenAI jobs, so both paths agree.
+and its renderer (the resolved chat template and its settings), and the tokenizer. OpenAI jobs
+call the app; native jobs take the engine and tokenizer from here, and are meant to use the
+same registry and renderer, so that both paths agree on model names and chat templates.
 
 It must be built on the loop that serves jobs (its set-up awaits the engine), which the
 runpod SDK only starts after the engine: the scaler builds it before taking the first job, so
@@ -18,11 +19,12 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vllm_worker.errors import JobError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from vllm.entrypoints.openai.models.serving import OpenAIServingModels
     from vllm.renderers.online_renderer import OnlineRenderer
     from vllm.tokenizers import TokenizerLike
@@ -56,7 +58,7 @@ class ServingState:
     """What every job kind needs beside the engine."""
 
     engine: AsyncLLM
-    app: Any  # vLLM's OpenAI FastAPI app, an ASGI app
+    app: FastAPI  # vLLM's OpenAI app
     routes: Mapping[str, str]  # route path -> HTTP method, for the routes jobs may call
     models: OpenAIServingModels  # served model names and LoRA adapters
     renderer: OnlineRenderer  # chat template, its kwargs and content format, as configured
@@ -111,7 +113,7 @@ class Serving:
         )
 
 
-def job_routes(app: Any) -> dict[str, str]:
+def job_routes(app: FastAPI) -> dict[str, str]:
     """Route -> HTTP method, for every route of vLLM's app a job may call.
 
     Routes with path parameters (`/v1/responses/{id}`) are left out: they address state held

@@ -10,12 +10,14 @@ GREEDY = {"temperature": 0, "max_tokens": 20}
 
 
 async def test_prompt_job_answers_paris(handler):
+    params = {**GREEDY, "ignore_eos": True}
     items = await run_job(
-        handler, {"prompt": "The capital city of France is", "sampling_params": GREEDY}
+        handler, {"prompt": "The capital city of France is", "sampling_params": params}
     )
     assert len(items) == 1
     assert "Paris" in text_of(items)
-    assert items[0]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert items[0]["choices"][0]["finish_reason"] == "length"
+    assert items[0]["usage"]["output"] == GREEDY["max_tokens"]
 
 
 async def test_messages_get_the_chat_template(handler, tokenizer):

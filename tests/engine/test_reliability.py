@@ -317,15 +317,12 @@ def test_one_log_line_per_job_without_text_or_secrets(endpoint):
     assert done["status"] == "COMPLETED", done
     job_id = done["id"]
     line = wait_log(endpoint, rf"job {job_id} completed[^\n]*").group(0)
-    for field in (
-        "route=native",
-        "prompt_tokens=",
-        "output_tokens=8",
-        "ttft=",
-        "tokens_per_s=",
-        "finish=length",
-    ):
-        assert field in line, line
+    prompt_tokens = done["output"][-1]["usage"]["input"]
+    assert re.search(
+        rf"route=native prompt_tokens={prompt_tokens} output_tokens=8 ttft=\d+ms "
+        r"tokens_per_s=[\d.]+ finish=length$",
+        line,
+    ), line
     openai_done = post(
         endpoint,
         "runsync",
@@ -344,9 +341,33 @@ def test_one_log_line_per_job_without_text_or_secrets(endpoint):
     assert openai_done["status"] == "COMPLETED", openai_done
     openai_id = openai_done["id"]
     line = wait_log(endpoint, rf"job {openai_id} completed[^\n]*").group(0)
-    assert "route=/v1/completions" in line and "output_tokens=3" in line, line
+    prompt_tokens = openai_done["output"][0]["usage"]["prompt_tokens"]
+    assert f"route=/v1/completions prompt_tokens={prompt_tokens} output_tokens=3 " in line, line
+    assert line.endswith(" finish=length"), line
+    chat = {
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": SECRET_PROMPT}],
+        "max_tokens": 3,
+        "ignore_eos": True,
+        "n": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    stream_done = post(
+        endpoint,
+        "runsync",
+        {"input": {"openai_route": "/v1/chat/completions", "openai_input": chat}},
+    ).json()
+    assert stream_done["status"] == "COMPLETED", stream_done
+    stream_id = stream_done["id"]
+    line = wait_log(endpoint, rf"job {stream_id} completed[^\n]*").group(0)
+    assert re.search(
+        r"route=/v1/chat/completions prompt_tokens=\d+ output_tokens=6 ttft=\d+ms "
+        r"tokens_per_s=[\d.]+ finish=length,length$",
+        line,
+    ), line
     log = endpoint.log_text()
-    for done_id in (job_id, openai_id):  # one line per job, whatever its outcome
+    for done_id in (job_id, openai_id, stream_id):  # one line per job, whatever its outcome
         assert len(re.findall(rf"job {done_id} \w+ in ", log)) == 1, done_id
     assert SECRET_PROMPT not in log
     assert API_KEY not in log

@@ -41,3 +41,35 @@ def test_stopped_watch_lets_a_deliberate_shutdown_exit_cleanly():
     result = run(stop=True)
     assert result.returncode == 0
     assert "still alive" in result.stdout
+
+
+async def test_a_dead_engine_fails_the_waiting_requests_at_once():
+    """Running jobs get vLLM's own EngineDeadError on their loop before the process exits."""
+    import asyncio
+    import types
+
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from vllm_worker.engine import EngineWatch
+
+    errors: list[BaseException] = []
+    failed = asyncio.Event()
+
+    def propagate_error(error: BaseException) -> None:
+        errors.append(error)
+        failed.set()
+
+    output_handler = asyncio.ensure_future(asyncio.Event().wait())  # vLLM's output task
+    engine = types.SimpleNamespace(
+        engine_core=types.SimpleNamespace(resources=types.SimpleNamespace(engine_dead=True)),
+        output_handler=output_handler,
+        output_processor=types.SimpleNamespace(propagate_error=propagate_error),
+    )
+    watch = EngineWatch(engine, interval_s=0.01, grace_s=60)  # type: ignore[arg-type]
+    watch.start()
+    try:
+        await asyncio.wait_for(failed.wait(), 5)
+    finally:
+        watch.stop()  # ends the grace period without exiting this process
+        output_handler.cancel()
+    assert len(errors) == 1 and isinstance(errors[0], EngineDeadError)

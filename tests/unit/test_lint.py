@@ -26,6 +26,7 @@ def test_lint_is_clean(command: list[str]) -> None:
         [str(BIN / command[0]), *command[1:]],
         cwd=ROOT,
         capture_output=True,
+        timeout=600,
         text=True,
         check=False,
     )

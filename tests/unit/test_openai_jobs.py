@@ -161,7 +161,7 @@ def test_stream_counts_come_from_its_last_events():
     usage = {"prompt_tokens": 7, "completion_tokens": 12, "total_tokens": 19}
     _count_stream(_usage_stream(["stop", "length"], usage), stats)
     assert (stats.prompt_tokens, stats.output_tokens) == (7, 12)
-    assert stats.finish_reasons == ["length"]  # one finish chunk per choice: the last one wins
+    assert stats.finish_reasons == ["stop", "length"]  # one finish chunk per choice, by index
     bare = JobStats(route="/v1/completions")
     _count_stream(_usage_stream(["stop"], None), bare)
     assert (bare.prompt_tokens, bare.output_tokens, bare.finish_reasons) == (None, None, ["stop"])
