@@ -19,7 +19,7 @@ from types import FrameType
 import uvicorn
 
 from vllm_worker import logs
-from vllm_worker.config import ConfigError
+from vllm_worker.config import ConfigError, WorkerSettings
 from vllm_worker.local.app import build_app
 from vllm_worker.local.settings import LocalEndpointSettings
 from vllm_worker.local.store import JobStore
@@ -93,8 +93,12 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def serve(settings: LocalEndpointSettings) -> int:
-    """Run the endpoint and its worker; the exit code is non-zero when the worker died."""
+async def serve(settings: LocalEndpointSettings, shutdown_grace_s: float) -> int:
+    """Run the endpoint and its worker; the exit code is non-zero when the worker died.
+
+    `shutdown_grace_s` is the worker's SHUTDOWN_GRACE_PERIOD: a stopping worker gets that long
+    and a margin before it is killed.
+    """
     store = JobStore()
     url = _self_url(settings.host, settings.port)
     key = settings.runpod_api_key.get_secret_value() if settings.runpod_api_key else None
@@ -105,7 +109,9 @@ async def serve(settings: LocalEndpointSettings) -> int:
         exit_code = code
         server.should_exit = True
 
-    worker = WorkerProcess(store, url, settings.restart_worker, on_worker_exit)
+    worker = WorkerProcess(
+        store, url, settings.restart_worker, on_worker_exit, shutdown_grace_s=shutdown_grace_s
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
@@ -143,6 +149,7 @@ def main() -> None:
     logs.setup()
     try:
         settings = LocalEndpointSettings.from_env(os.environ)
+        worker_settings = WorkerSettings.from_env(os.environ)
     except ConfigError as error:
         print(f"local endpoint: invalid setting: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -154,7 +161,7 @@ def main() -> None:
         )
         raise SystemExit(2)
     try:
-        code = asyncio.run(serve(settings))
+        code = asyncio.run(serve(settings, worker_settings.shutdown_grace_period))
     except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn once it stopped
         code = 130
     raise SystemExit(code)

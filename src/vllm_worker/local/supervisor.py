@@ -21,8 +21,9 @@ from vllm_worker.local.store import JobStore
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a worker gets to finish after SIGTERM before it is killed.
-STOP_GRACE_S = 30.0
+#: Seconds a worker gets after SIGTERM beyond its own SHUTDOWN_GRACE_PERIOD (cancelling what
+#: still runs, shutting the engine down) before it is killed.
+STOP_MARGIN_S = 15.0
 #: Seconds the endpoint stays up after its worker died, so clients can read the failures.
 EXIT_GRACE_S = 3.0
 
@@ -74,8 +75,10 @@ class WorkerProcess:
         restart: bool,
         on_exit: Callable[[int], None],
         command: list[str] | None = None,
+        shutdown_grace_s: float = 30.0,
     ) -> None:
         self.store = store
+        self.stop_timeout_s = shutdown_grace_s + STOP_MARGIN_S
         self.url = url
         self.restart = restart
         self.on_exit = on_exit
@@ -120,7 +123,7 @@ class WorkerProcess:
             logger.error("worker exited with code %s; restarting it", code)
 
     async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after the grace period."""
+        """SIGTERM, then SIGKILL once the worker's own grace period and a margin are over."""
         self.restart = False
         self._stopping = True
         process, worker_id = self.process, self.worker_id
@@ -129,7 +132,7 @@ class WorkerProcess:
         process.send_signal(signal.SIGTERM)
         self.store.retire(worker_id)
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+            await asyncio.wait_for(process.wait(), self.stop_timeout_s)
         except TimeoutError:
             process.kill()
             await process.wait()
