@@ -51,7 +51,7 @@ def main() -> None:
     from vllm import envs
 
     from vllm_worker import worker as assembly
-    from vllm_worker.engine import EngineWatch, start_engine
+    from vllm_worker.engine import EngineWatch, start_engine, warn_if_context_cut
     from vllm_worker.serving import ServingError
 
     # The SDK takes about a second to import; the engine's own process keeps this one waiting.
@@ -60,6 +60,7 @@ def main() -> None:
     engine_started = time.perf_counter()
     engine = start_engine(config)
     log.info("engine ready in %.1fs", time.perf_counter() - engine_started)
+    warn_if_context_cut(engine, config)
     sdk_import.join()
     gc.collect()
     gc.freeze()

@@ -48,6 +48,9 @@ ALIASES = {
 #: Options of the `vllm serve` launcher itself (process layout, config file), not of a model.
 _LAUNCHER_DESTS = {"model_tag", "headless", "api_server_count", "config", "grpc", "help"}
 
+#: `--max-model-len` value that makes vLLM fit the longest context the KV cache holds.
+AUTO_MAX_MODEL_LEN = -1
+
 #: Share of RAM given to the KV cache on a machine without a GPU.
 CPU_KV_CACHE_SHARE = 0.1
 
@@ -325,6 +328,10 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     given = frozenset(
         action.dest for var, action in vllm_env_vars().items() if environ.get(var, "").strip()
     )
+    if "max_model_len" not in given:
+        # vLLM's auto-fit: the model's whole context when the KV cache holds it, else the
+        # longest length it does hold (`engine.warn_if_context_cut` says so), not a failed start.
+        args.max_model_len = AUTO_MAX_MODEL_LEN
     applied: dict[str, Any] = {}
     if _is_cpu():
         overridden = set(given)

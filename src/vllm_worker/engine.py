@@ -27,6 +27,24 @@ def start_engine(config: Config) -> AsyncLLM:
     return AsyncLLM.from_engine_args(engine_args(config), usage_context=UsageContext.API_SERVER)
 
 
+def warn_if_context_cut(engine: AsyncLLM, config: Config) -> None:
+    """Log a warning when vLLM's auto-fit served less than the model's context, because the
+    KV cache cannot hold one request of that length (MAX_MODEL_LEN unset)."""
+    if "max_model_len" in config.given:
+        return
+    context = engine_args(config).create_model_config().max_model_len
+    served = engine.model_config.max_model_len
+    if served < context:
+        logger.warning(
+            "MAX_MODEL_LEN is unset and the model's context of %d tokens does not fit the KV "
+            "cache: serving at most %d tokens per request (prompt and output). Give the KV "
+            "cache more memory (GPU_MEMORY_UTILIZATION, KV_CACHE_MEMORY_BYTES, KV_CACHE_DTYPE) "
+            "to serve more, or set MAX_MODEL_LEN to choose.",
+            context,
+            served,
+        )
+
+
 class EngineWatch(threading.Thread):
     """Exits the process non-zero once the engine is dead, so the platform replaces the worker.
 
