@@ -11,7 +11,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # /runpod-volume, so what one worker downloads, the next one finds. The default model
 # (MODEL_NAME unset) is prepared there too.
 ARG BASE_PATH=/runpod-volume
-ENV HF_HOME=${BASE_PATH}/huggingface-cache \
+ENV BASE_PATH=${BASE_PATH} \
+    HF_HOME=${BASE_PATH}/huggingface-cache \
     WORKER_CACHE_DIR=${BASE_PATH}/vllm-worker \
     PYTHONUNBUFFERED=1
 

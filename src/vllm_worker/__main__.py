@@ -26,7 +26,7 @@ def main() -> None:
     log = logging.getLogger("vllm_worker")
 
     from vllm_worker import config as settings
-    from vllm_worker import model
+    from vllm_worker import model, volume
     from vllm_worker.local.settings import LocalEndpointSettings
 
     try:
@@ -46,6 +46,7 @@ def main() -> None:
             "no GPU: using CPU defaults %s (set the variables to override)", config.cpu_defaults
         )
     config = model.prepare(config)
+    volume.place_compile_cache(config.worker)
     log.info("settings read in %.1fs; starting the engine", time.perf_counter() - started)
 
     from vllm import envs

@@ -153,6 +153,18 @@ class WorkerSettings(EnvSettings):
         "image, so a network volume keeps it; ~/.cache/vllm-worker elsewhere.",
     )
 
+    base_path: Path | None = Field(
+        None,
+        description="Folder of RunPod's network volume; the image sets /runpod-volume. vLLM's "
+        "compile cache is kept under it (BASE_PATH/vllm-cache) when it is writable and has "
+        "2 GiB free, so the next worker on the volume starts without compiling again.",
+    )
+    vllm_cache_root: Path | None = Field(
+        None,
+        description="vLLM's own cache folder. Unset: BASE_PATH/vllm-cache when the volume "
+        "can take it, else vLLM's default (~/.cache/vllm).",
+    )
+
     @field_validator("runpod_log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
