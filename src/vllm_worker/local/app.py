@@ -379,7 +379,7 @@ class Guard:
                 return await _error(403, "unknown worker")(scope, receive, send)
             return await self.app(scope, receive, send)
         if self.api_key is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            given = _credentials(request.headers.get("authorization", ""))
             if not hmac.compare_digest(given.encode(), self.api_key.encode()):
                 return await _error(401, "Unauthorized: send Authorization: Bearer <key>")(
                     scope, receive, send
@@ -401,6 +401,13 @@ class Guard:
             return message
 
         return limited
+
+
+def _credentials(authorization: str) -> str:
+    """The key of an `Authorization` header: after a `Bearer` scheme, whose name is
+    case-insensitive (RFC 9110, section 11.1), or the whole value without one."""
+    scheme, _, rest = authorization.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else authorization.strip()
 
 
 class _TooLarge(Exception):

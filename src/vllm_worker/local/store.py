@@ -228,11 +228,15 @@ class JobStore:
             if job.status is Status.IN_PROGRESS and _elapsed(job.started, now) > job.timeout_s:
                 job.error = f"job exceeded its execution timeout of {job.timeout_s:g} s"
                 self._end(job, Status.TIMED_OUT)
-        while self._finished and (
-            len(self._finished) > self._max_finished
-            or _elapsed(self._finished[0].finished, now) > self._finished[0].retention_s
-        ):
-            self.jobs.pop(self._finished.popleft().id, None)
+        # Each result has its own retention: a short one finished after a long one still goes.
+        kept = collections.deque(
+            job for job in self._finished if _elapsed(job.finished, now) <= job.retention_s
+        )
+        while len(kept) > self._max_finished:
+            kept.popleft()  # the oldest results go first
+        for job in set(self._finished) - set(kept):
+            self.jobs.pop(job.id, None)
+        self._finished = kept
 
     def _end(self, job: Job, status: Status) -> None:
         if job.status.final:

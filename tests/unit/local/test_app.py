@@ -57,3 +57,23 @@ async def test_a_job_poll_the_worker_closed_hands_out_no_job():
     assert job.status is Status.IN_QUEUE
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [204]
     assert await store.take("w2", 1, wait_s=0.1) == [job]
+
+
+def test_the_bearer_scheme_is_case_insensitive():
+    from starlette.testclient import TestClient
+
+    app = build_app(
+        JobStore(),
+        lambda: True,
+        api_key="k-123",
+        worker_token="t",
+        execution_timeout_s=60,
+        max_body_bytes=1 << 20,
+    )
+    with TestClient(app) as client:
+        for header in ("Bearer k-123", "bearer k-123", "BEARER  k-123", "k-123"):
+            response = client.get("/v2/local/health", headers={"Authorization": header})
+            assert response.status_code == 200, header
+        for header in ("Bearer k-12", "Basic k-123", "", "bearer"):
+            response = client.get("/v2/local/health", headers={"Authorization": header})
+            assert response.status_code == 401, header

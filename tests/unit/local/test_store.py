@@ -1,6 +1,7 @@
 """The local endpoint's job queue and life cycle, without HTTP or an engine."""
 
 import asyncio
+import time
 
 from tests.helpers import until
 from vllm_worker.local.store import JobStore, Status
@@ -131,3 +132,19 @@ async def test_a_retired_worker_gets_no_more_jobs_and_its_poll_returns_at_once()
     job = submit(store)
     assert await store.take("w1", 1, wait_s=0.1) == []
     assert await store.take("w2", 1, wait_s=0.1) == [job]
+
+
+async def test_each_result_is_kept_for_its_own_retention(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = JobStore()
+    long_kept, short_kept = submit(store, retention_s=1800), submit(store, retention_s=60)
+    store.cancel(long_kept)  # finished first, kept for 30 minutes
+    now[0] += 5
+    store.cancel(short_kept)  # finished later, kept for a minute
+    now[0] += 61
+    store.sweep()
+    assert set(store.jobs) == {long_kept.id}
+    now[0] += 1800
+    store.sweep()
+    assert store.jobs == {}
