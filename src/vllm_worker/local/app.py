@@ -147,6 +147,16 @@ class Endpoint:
         self.store.cancel(job)
         return JSONResponse({"id": job.id, "status": job.status.value})
 
+    async def retry(self, request: Request) -> Response:
+        job = self._job(request)
+        if isinstance(job, JSONResponse):
+            return job
+        if not self.store.retry(job):
+            return _error(
+                400, f"only FAILED or TIMED_OUT jobs can be retried (this one is {job.status})"
+            )
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
     async def health(self, request: Request) -> Response:
         if (wrong := self._wrong_endpoint(request)) is not None:
             return wrong
@@ -252,6 +262,7 @@ class Endpoint:
             Route(f"{public}/status/{{job_id}}", self.status, methods=both),
             Route(f"{public}/stream/{{job_id}}", self.stream, methods=both),
             Route(f"{public}/cancel/{{job_id}}", self.cancel, methods=["POST"]),
+            Route(f"{public}/retry/{{job_id}}", self.retry, methods=["POST"]),
             Route(f"{public}/health", self.health, methods=["GET"]),
             Route(f"{public}/purge-queue", self.purge_queue, methods=["POST"]),
             Route(f"{public}/openai/v1/{{path:path}}", self.openai, methods=both),

@@ -109,6 +109,20 @@ class JobStore:
     def cancel(self, job: Job) -> None:
         self._end(job, Status.CANCELLED)
 
+    def retry(self, job: Job) -> bool:
+        """Queue a FAILED or TIMED_OUT job again, its previous output and error dropped (as
+        RunPod's `/retry` does); False for a job in any other state."""
+        if job.status not in (Status.FAILED, Status.TIMED_OUT):
+            return False
+        self._finished = collections.deque(j for j in self._finished if j is not job)
+        job.status, job.started, job.finished, job.worker_id = Status.IN_QUEUE, None, None, None
+        job.items, job.delivered, job.output, job.error = [], 0, None, None
+        self.counts["retried"] += 1
+        self._queue.append(job)
+        self._queued.set()
+        job.touch()
+        return True
+
     def purge_queue(self) -> int:
         """Drop every job still waiting; running jobs go on."""
         removed = list(self._queue)

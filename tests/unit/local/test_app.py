@@ -77,3 +77,25 @@ def test_the_bearer_scheme_is_case_insensitive():
         for header in ("Bearer k-12", "Basic k-123", "", "bearer"):
             response = client.get("/v2/local/health", headers={"Authorization": header})
             assert response.status_code == 401, header
+
+
+async def test_retry_requeues_a_failed_job_and_refuses_others():
+    import httpx
+
+    store = JobStore()
+    app = build_app(
+        store, lambda: True, api_key=None, worker_token="t", execution_timeout_s=60,
+        max_body_bytes=1 << 20,
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
+        job_id = (await client.post("/v2/local/run", json={"input": {"prompt": "x"}})).json()["id"]
+        early = await client.post(f"/v2/local/retry/{job_id}")
+        assert early.status_code == 400 and "IN_QUEUE" in early.json()["error"]
+        await store.take("w1", 1, wait_s=0.1)
+        store.finish(job_id, {"error": "boom"})
+        retried = await client.post(f"/v2/local/retry/{job_id}")
+        assert retried.json() == {"id": job_id, "status": "IN_QUEUE"}
+        status = (await client.get(f"/v2/local/status/{job_id}")).json()
+        assert status["status"] == "IN_QUEUE" and "error" not in status
+        assert (await client.post("/v2/local/retry/nope")).status_code == 404

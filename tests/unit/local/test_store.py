@@ -148,3 +148,21 @@ async def test_each_result_is_kept_for_its_own_retention(monkeypatch):
     now[0] += 1800
     store.sweep()
     assert store.jobs == {}
+
+
+async def test_a_failed_or_timed_out_job_can_be_retried():
+    store = JobStore()
+    failed, timed_out, completed = submit(store), submit(store, timeout_s=0.01), submit(store)
+    await store.take("w1", 3, wait_s=0.1)
+    store.add_item(failed.id, "partial")
+    store.finish(failed.id, {"error": "boom"})
+    store.finish(completed.id, {"output": ["done"]})
+    await until(lambda: (store.sweep(), timed_out.status)[1] is Status.TIMED_OUT, 5, "timeout")
+    assert store.retry(failed) and store.retry(timed_out)
+    assert not store.retry(completed) and completed.output == ["done"]
+    for job in (failed, timed_out):
+        assert (job.status, job.items, job.output, job.error) == (Status.IN_QUEUE, [], None, None)
+    assert store.health(True)["jobs"]["retried"] == 2
+    assert {job.id for job in await store.take("w1", 5, wait_s=0.1)} == {failed.id, timed_out.id}
+    store.finish(failed.id, {"output": ["second try"]})
+    assert failed.status is Status.COMPLETED and failed.output == ["second try"]
