@@ -16,6 +16,8 @@ import time
 import pytest
 import requests
 
+from vllm_worker.local.testing import wait_until
+
 POEM_JOB = {
     "messages": [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -255,6 +257,28 @@ def test_requests_need_the_key(local_endpoint):
             ).status_code
             == 401
         )
+
+
+def test_the_bearer_scheme_name_is_case_insensitive(local_endpoint):
+    for scheme in ("bearer", "BEARER"):
+        headers = {"Authorization": f"{scheme} {local_endpoint.api_key}"}
+        health = requests.get(f"{local_endpoint.url}/health", headers=headers, timeout=10)
+        assert health.status_code == 200, scheme
+
+
+def test_a_failed_job_retried_runs_again_once(local_endpoint):
+    job_id = local_endpoint.run({"prompt": "Hi", "sampling_params": {"top_p": 7}})
+    assert local_endpoint.wait_final(job_id)["status"] == "FAILED"
+    retried = requests.post(
+        f"{local_endpoint.url}/retry/{job_id}", headers=local_endpoint.headers, timeout=10
+    )
+    assert retried.json() == {"id": job_id, "status": "IN_QUEUE"}
+    again = local_endpoint.wait_final(job_id)
+    assert again["status"] == "FAILED" and again["error"].startswith("sampling_params.top_p")
+    assert local_endpoint.health()["jobs"]["retried"] >= 1  # the endpoint's running total
+    line = f"job {job_id} failed in "
+    wait_until(lambda: local_endpoint.log_text().count(line) == 2, 30, "the second run's log line")
+    assert local_endpoint.log_text().count(line) == 2  # one run per call, no more
 
 
 def test_bad_requests_get_clear_http_errors(local_endpoint):
