@@ -184,7 +184,12 @@ class Endpoint:
         try:
             if isinstance(body, dict) and body.get("stream") is True:
                 return await self._openai_stream(job)
-            await _until_final(job, self.execution_timeout_s)
+            # Until the job ends, however long it queues: its execution timeout only counts
+            # once it runs (the store times it out then), and answering earlier would fail a
+            # job that has not failed, which clients retry, running it twice.
+            if not await _until_final_or_gone(job, request):
+                self.store.cancel(job)  # the client went away
+                return _openai_error(499, "the client closed the request", "CancelledError")
         except asyncio.CancelledError:
             self.store.cancel(job)  # the client went away
             raise
@@ -327,6 +332,21 @@ async def _until_final(job: Job, timeout_s: float) -> None:
     deadline = loop.time() + timeout_s
     while not job.status.final and (remaining := deadline - loop.time()) > 0:
         await job.wait(remaining)
+
+
+async def _until_final_or_gone(job: Job, request: Request) -> bool:
+    """Wait until `job` ends (True) or the client disconnects (False)."""
+
+    async def ended() -> None:
+        while not job.status.final:
+            await job.wait(POLL_WAIT_S)
+
+    finished = asyncio.ensure_future(ended())
+    gone = asyncio.ensure_future(_disconnected(request))
+    await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (finished, gone):
+        waiter.cancel()
+    return job.status.final
 
 
 def _int(text: str | None, default: int) -> int:
