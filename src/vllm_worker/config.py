@@ -79,6 +79,13 @@ _FALSE = {"0", "false", "no", "off"}
 _SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
+def setting(environ: Mapping[str, str], var: str) -> str | None:
+    """The value of `var`, or None when it is unset, empty or blank: consoles send a field
+    left blank as an empty value, which must mean "not set"."""
+    value = environ.get(var)
+    return value if value is not None and value.strip() else None
+
+
 class ConfigError(Exception):
     """A setting has a value the worker cannot use; the message is one line for the user."""
 
@@ -99,7 +106,7 @@ class EnvSettings(BaseModel):
         values = {
             name: value
             for name in cls.model_fields
-            if (value := environ.get(name.upper())) is not None and value.strip()
+            if (value := setting(environ, name.upper())) is not None
         }
         try:
             return cls.model_validate(values)
@@ -287,8 +294,8 @@ def vllm_argv(environ: Mapping[str, str]) -> list[str]:
     """
     argv: list[str] = []
     for var, action in vllm_env_vars().items():
-        value = environ.get(var)
-        if value is None or not value.strip():  # blank: unset, as consoles send it
+        value = setting(environ, var)
+        if value is None:
             continue
         args = _to_argv(var, value, action)
         try:
@@ -338,7 +345,7 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     args = _parser().parse(argv)
     _check_serve_args(args)
     given = frozenset(
-        action.dest for var, action in vllm_env_vars().items() if environ.get(var, "").strip()
+        action.dest for var, action in vllm_env_vars().items() if setting(environ, var) is not None
     )
     if "max_model_len" not in given:
         # vLLM's auto-fit: the model's whole context when the KV cache holds it, else the

@@ -142,20 +142,9 @@ def test_runpod_sdk_run_sync_run_and_stream(runpod_endpoint):
 
 
 def test_stream_delivers_batches_while_the_job_runs(local_endpoint):
-    job_id = requests.post(
-        f"{local_endpoint.url}/run",
-        headers=local_endpoint.headers,
-        json={"input": LONG_STREAM},
-        timeout=10,
-    ).json()["id"]
+    job_id = local_endpoint.run(LONG_STREAM)
     try:
-        deadline = time.monotonic() + 60
-        while not (
-            body := requests.get(
-                f"{local_endpoint.url}/stream/{job_id}", headers=local_endpoint.headers, timeout=10
-            ).json()
-        )["stream"]:
-            assert time.monotonic() < deadline, f"nothing streamed within 60 s: {body}"
+        body = local_endpoint.wait_stream(job_id, timeout_s=60)
         assert body["status"] == "IN_PROGRESS", body
         first = [item["output"]["usage"]["output"] for item in body["stream"]]
         assert first[0] == 1, first
@@ -172,12 +161,7 @@ def test_stream_delivers_batches_while_the_job_runs(local_endpoint):
 
 
 def test_cancel_mid_stream_ends_the_job_and_aborts_the_request(local_endpoint):
-    job_id = requests.post(
-        f"{local_endpoint.url}/run",
-        headers=local_endpoint.headers,
-        json={"input": LONG_STREAM},
-        timeout=10,
-    ).json()["id"]
+    job_id = local_endpoint.run(LONG_STREAM)
     first = local_endpoint.wait_stream(job_id, timeout_s=60)
     assert first["status"] == "IN_PROGRESS" and first["stream"], first
     mark = len(local_endpoint.log_text())
