@@ -2,8 +2,9 @@
 
 vLLM 0.32 keeps beam search only in its OpenAI layer (`BeamSearchOnlineMixin`), with no early
 stopping. This is the same search, step for step: each beam is extended by one engine request
-asking for the top `2 * width` log-probabilities, beams are ranked with vLLM's own sequence type
-and scoring function, and finished beams are kept aside. On top of it, `early_stopping` ends the
+asking for the top `2 * width` log-probabilities (capped at what the engine returns), beams
+are ranked with vLLM's own sequence type and scoring function, and finished beams are kept
+aside. On top of it, `early_stopping` ends the
 search as its documentation says. Cancelling the caller cancels the in-flight step requests,
 which aborts them in the engine.
 """
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from vllm.engine.protocol import EngineClient
     from vllm.entrypoints.generate.beam_search.utils import BeamSearchSequence
     from vllm.inputs import EngineInput
+    from vllm.logprobs import PromptLogprobs
     from vllm.tokenizers import TokenizerLike
 
 
@@ -31,6 +33,7 @@ class SearchResult:
 
     prompt_token_ids: list[int]
     outputs: list[CompletionOutput]  # best first
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 async def search(
@@ -49,7 +52,12 @@ async def search(
 
     eos = tokenizer.eos_token_id
     rank = create_sort_beams_key_function(eos, spec.length_penalty)
-    step = SamplingParams(logprobs=2 * spec.width, max_tokens=1, temperature=0, detokenize=False)
+    step = SamplingParams(
+        logprobs=candidates_per_beam(spec.width, engine.model_config.max_logprobs),
+        max_tokens=1,
+        temperature=0,
+        detokenize=False,
+    )
     prompt = tokens_input(prompt_token_ids)
     beams = [BeamSearchSequence(orig_prompt=prompt, tokens=list(prompt_token_ids), logprobs=[])]
     finished: list[BeamSearchSequence] = []
@@ -104,6 +112,13 @@ async def search(
             )
         )
     return SearchResult(prompt_token_ids=list(prompt_token_ids), outputs=choices)
+
+
+def candidates_per_beam(width: int, max_logprobs: int) -> int:
+    """Top tokens each beam is extended by: `2 * width`, as vLLM's search asks, but no more
+    than the engine returns (`MAX_LOGPROBS`, 20 by default; -1 means no limit). From the
+    second step on, `width` beams still offer at least `width` candidates."""
+    return 2 * width if max_logprobs < 0 else max(1, min(2 * width, max_logprobs))
 
 
 async def _one_step(

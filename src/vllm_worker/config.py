@@ -251,6 +251,20 @@ def vllm_env_vars() -> dict[str, argparse.Action]:
     return mapping
 
 
+@functools.cache
+def flag_variables() -> dict[str, str]:
+    """`vllm serve` flag (`--tool-call-parser`) -> the variable a worker user sets for it.
+
+    Where RunPod's worker gave a flag another name (`ALIASES`), that name wins.
+    """
+    names = {flag: var for var, flag in ALIASES.items()}
+    for var, action in vllm_env_vars().items():
+        for flag in action.option_strings:
+            if flag.startswith("--") and not flag.startswith("--no-"):
+                names.setdefault(flag, var)
+    return names
+
+
 def _shown(var: str, value: str) -> str:
     return "<hidden>" if any(m in var for m in _SECRET_MARKERS) else repr(value)
 

@@ -19,19 +19,18 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
-from vllm_worker import beam, sampling
+from vllm_worker import beam, native_prompt, sampling, vllm_errors
 from vllm_worker.batching import TICK, BatchPolicy, paced, policy_for
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobInputError
 from vllm_worker.kinds import JobStats
 from vllm_worker.native_input import NativeJob, parse_native
-from vllm_worker.serving import Serving
+from vllm_worker.serving import Serving, ServingState
 
 if TYPE_CHECKING:
     from vllm import CompletionOutput, RequestOutput
-    from vllm.inputs import TextPrompt, TokensPrompt
-    from vllm.logprobs import Logprob
-    from vllm.tokenizers import TokenizerLike
+    from vllm.inputs import EngineInput
+    from vllm.logprobs import Logprob, PromptLogprobs
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
@@ -63,6 +62,9 @@ class Usage(TypedDict):
 class NativeItem(TypedDict):
     choices: list[NativeChoice]  # one per sequence, by index
     usage: Usage
+    # With `sampling_params.prompt_logprobs`, in the first item: one entry per prompt token,
+    # null for the first (nothing precedes it), as vLLM gives them.
+    prompt_logprobs: NotRequired[list[PositionLogprobs | None]]
 
 
 #: A generated token id and the log-probabilities vLLM returned for its position (vLLM's
@@ -74,7 +76,7 @@ Position = tuple[int, "dict[int, Logprob] | None"]
 class NativeRequest:
     """What the engine needs for one native job."""
 
-    prompt: TextPrompt | TokensPrompt
+    prompt: EngineInput  # rendered by vLLM's renderer
     plan: sampling.Plan
     stream: bool
     policy: BatchPolicy
@@ -93,7 +95,7 @@ class NativeKind:
     async def parse(self, job_input: object) -> NativeRequest:
         job = parse_native(job_input)
         state = await self._serving.state()
-        return build_request(job, state.tokenizer, self._settings)
+        return await build_request(job, state, self._settings)
 
     async def run(
         self, request: NativeRequest, job_id: str, stats: JobStats
@@ -108,10 +110,10 @@ class NativeKind:
                 yield item
 
 
-def build_request(
-    job: NativeJob, tokenizer: TokenizerLike, settings: WorkerSettings
+async def build_request(
+    job: NativeJob, state: ServingState, settings: WorkerSettings
 ) -> NativeRequest:
-    """Template the chat (if any) and plan the generation from the sampling parameters."""
+    """Plan the generation from the sampling parameters and render the prompt with vLLM."""
     from vllm.sampling_params import RequestOutputKind
 
     plan = sampling.parse(job.sampling_params)
@@ -119,23 +121,8 @@ def build_request(
     plan.params.output_kind = (
         RequestOutputKind.DELTA if incremental else RequestOutputKind.FINAL_ONLY
     )
-    chat = job.chat()
-    prompt: TextPrompt | TokensPrompt
-    if chat is None:
-        text = str(job.prompt)  # set: the input model requires a prompt without messages
-        prompt = {"prompt": text}
-        if plan.beam is not None:  # beam search extends token sequences
-            prompt = {"prompt_token_ids": tokenizer.encode(text)}
-    else:
-        field = "messages" if job.messages is not None else "prompt"
-        try:
-            text = cast(
-                str, tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            )
-        except Exception as error:  # templates are user-facing Jinja: any failure is input's
-            raise JobInputError(f"{field}: the chat template failed: {error}") from None
-        # The template already holds BOS and friends: do not add them twice.
-        prompt = {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
+    max_tokens = plan.beam.max_tokens if plan.beam else plan.params.max_tokens
+    prompt = await native_prompt.render(job, state.renderer, max_tokens or 0)
     return NativeRequest(prompt, plan, incremental, policy_for(job, settings))
 
 
@@ -146,12 +133,12 @@ async def generate(
     from vllm.exceptions import VLLMClientError
 
     plan = request.plan
-    batches = _Batches(plan.n, request.policy, plan.logprobs)
+    batches = _Batches(plan.n, request.policy, plan.logprobs, plan.prompt_logprobs)
     try:
         if plan.beam is not None:
             result = await beam.search(
                 engine,
-                cast("TokensPrompt", request.prompt)["prompt_token_ids"],  # see build_request
+                _token_ids(request.prompt),
                 plan.beam,
                 request_id,
                 engine.get_tokenizer(),
@@ -170,14 +157,33 @@ async def generate(
                     if delta is TICK or batches.add(cast("RequestOutput", delta)):
                         yield batches.flush()
     except VLLMClientError as error:
-        raise JobInputError(f"prompt: {error}") from None
+        raise JobInputError(_engine_refusal(error)) from None
+
+
+def _token_ids(prompt: EngineInput) -> list[int]:
+    """The prompt's token ids (a text-only model's rendered input always has them)."""
+    token_ids = prompt.get("prompt_token_ids")
+    if not isinstance(token_ids, list):
+        raise JobInputError("prompt: beam search needs a text prompt")
+    return token_ids
+
+
+def _engine_refusal(error: Exception) -> str:
+    """The message of a request the engine refused, naming the job field at fault: the
+    sampling parameter its check is about, else `sampling_params` for a parameter check, else
+    `prompt` (its length, its tokens)."""
+    where = "prompt"
+    if vllm_errors.from_parameter_checks(error):
+        parameter = vllm_errors.parameter_of(error, sampling.SamplingInput.model_fields)
+        where = f"sampling_params.{parameter}" if parameter else "sampling_params"
+    return f"{where}: {vllm_errors.message_of(error)}"
 
 
 def _best(output: RequestOutput, n: int) -> beam.SearchResult:
     """The `n` candidates with the highest cumulative log-probability, re-indexed."""
     ranked = sorted(output.outputs, key=_cumulative_logprob, reverse=True)[:n]
     winners = [dataclasses.replace(seq, index=i) for i, seq in enumerate(ranked)]
-    return beam.SearchResult(list(output.prompt_token_ids or ()), winners)
+    return beam.SearchResult(list(output.prompt_token_ids or ()), winners, output.prompt_logprobs)
 
 
 def _cumulative_logprob(seq: CompletionOutput) -> float:
@@ -188,12 +194,14 @@ def _cumulative_logprob(seq: CompletionOutput) -> float:
 class _Batches:
     """Collects delta outputs per sequence and tells when a batch is full."""
 
-    def __init__(self, n: int, policy: BatchPolicy, logprobs: bool) -> None:
+    def __init__(self, n: int, policy: BatchPolicy, logprobs: bool, prompt_logprobs: bool) -> None:
         self._max_wait_s = policy.max_wait_s
         self._first_at: float | None = None  # when the current batch got its first token
         self._sizes = policy.sizes()
         self._target = next(self._sizes)
         self._logprobs = logprobs
+        self._prompt_logprobs = prompt_logprobs
+        self._prompt: list[PositionLogprobs | None] | None = None  # not yet sent
         self._pieces: list[list[str]] = [[] for _ in range(n)]
         self._probs: list[list[Position]] = [[] for _ in range(n)]
         self._new = [0] * n  # tokens since the last flush, per sequence
@@ -212,6 +220,8 @@ class _Batches:
         if self._first_at is None and self._max_wait_s:
             self._first_at = time.monotonic()
         self._prompt_tokens = len(output.prompt_token_ids or ())
+        if self._prompt_logprobs and output.prompt_logprobs:  # only the first output has them
+            self._prompt = _prompt_positions(output.prompt_token_ids, output.prompt_logprobs)
         for seq in output.outputs:
             if seq.text:
                 self._pieces[seq.index].append(seq.text)
@@ -235,6 +245,8 @@ class _Batches:
     def final(self, output: RequestOutput | beam.SearchResult) -> NativeItem:
         """The single item of a job that is not streamed token by token."""
         self._prompt_tokens = len(output.prompt_token_ids or ())
+        if self._prompt_logprobs and output.prompt_logprobs:
+            self._prompt = _prompt_positions(output.prompt_token_ids, output.prompt_logprobs)
         outputs = sorted(output.outputs, key=lambda s: s.index)
         for seq in outputs:
             self._total[seq.index] = len(seq.token_ids)
@@ -252,7 +264,20 @@ class _Batches:
                 ]
             choices.append(choice)
         usage: Usage = {"input": self._prompt_tokens, "output": sum(self._total)}
-        return {"choices": choices, "usage": usage}
+        item: NativeItem = {"choices": choices, "usage": usage}
+        if self._prompt is not None:
+            item["prompt_logprobs"], self._prompt = self._prompt, None
+        return item
+
+
+def _prompt_positions(
+    token_ids: list[int] | None, logprobs: PromptLogprobs
+) -> list[PositionLogprobs | None]:
+    """Each prompt token's log-probability and top alternatives (None for the first)."""
+    return [
+        None if top is None else _position(token_id, top)
+        for token_id, top in zip(token_ids or (), logprobs, strict=False)
+    ]
 
 
 def _position(token_id: int, top: dict[int, Logprob]) -> PositionLogprobs:

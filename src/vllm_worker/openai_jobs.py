@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_worker import asgi, sse
+from vllm_worker import asgi, sse, vllm_errors
 from vllm_worker.batching import TICK, BatchPolicy, paced, policy_for
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobError, JobInputError, validate
@@ -55,6 +55,21 @@ class OpenAIJob(BaseModel):
     max_batch_size: int | None = Field(None, ge=1, description="Most SSE events per yield.")
     min_batch_size: int | None = Field(None, ge=1, description="SSE events in the first yield.")
     batch_size_growth_factor: float | None = Field(None, ge=1, description="Yield size growth.")
+
+
+def in_worker_terms(body: bytes) -> str:
+    """An error body of vLLM's app with its message in the worker's terms (variables, not
+    flags: see `vllm_errors`); its JSON shape and status code stay vLLM's."""
+    text = body.decode(errors="replace")
+    try:
+        response = json.loads(text)
+    except ValueError:
+        return text
+    error = response.get("error") if isinstance(response, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return text
+    error["message"] = vllm_errors.in_worker_terms(error["message"])
+    return json.dumps(response)
 
 
 def error_json(message: str, err_type: str, status: HTTPStatus, param: str | None = None) -> str:
@@ -116,7 +131,7 @@ class OpenAIKind:
         async with aclosing(asgi.call(state.app, method, job.openai_route, body)) as messages:
             start = await anext(messages)
             if start["status"] >= 400:
-                raise OpenAIError((await asgi.read_body(messages)).decode())
+                raise OpenAIError(in_worker_terms(await asgi.read_body(messages)))
             content_type = dict(start["headers"]).get(b"content-type", b"")
             if not content_type.startswith(b"text/event-stream"):
                 response = json.loads(await asgi.read_body(messages))

@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonDict
 
 from vllm_worker.errors import JobInputError, describe
 from vllm_worker.errors import validate as validate_model
+from vllm_worker.native_input import without_nulls
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -40,7 +41,8 @@ NOT_OFFERED = frozenset(
         "skip_clone",
         "output_text_buffer_length",
         "flat_logprobs",
-        "prompt_logprob_token_ids",
+        "prompt_logprob_token_ids",  # needs vLLM's V2 model runner
+        "prompt_logprob_start",  # only with prompt_logprob_token_ids
         "routed_experts_prompt_start",
         "trace_decode_token_ids",
     }
@@ -140,11 +142,10 @@ class SamplingInput(BaseModel):
     prompt_logprobs: int | None = Field(
         None, ge=-1, description="Log-probabilities of this many top tokens per prompt token."
     )
-    prompt_logprob_start: int | None = Field(
-        None, ge=0, description="First prompt position to score with `prompt_logprobs`."
-    )
     logprob_token_ids: list[TokenId] | None = Field(
-        None, description="Return log-probabilities of exactly these tokens."
+        None,
+        description="Log-probabilities of exactly these tokens (and the generated one) per "
+        "output token, instead of the top ones.",
     )
     # JSON object keys are strings: token ids in `logit_bias` arrive as "123".
     logit_bias: dict[Annotated[int, Strict(False)], float] | None = Field(
@@ -178,6 +179,7 @@ class SamplingInput(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _translate_legacy_guided(cls, raw: Any) -> Any:
+        raw = without_nulls(raw)
         if not isinstance(raw, dict) or not LEGACY_GUIDED.keys() & raw.keys():
             return raw
         structured = raw.get("structured_outputs") or {}
@@ -247,7 +249,8 @@ class Plan:
     n: int
     best_of: int | None = None  # set when more candidates are generated than returned
     beam: BeamSearch | None = None
-    logprobs: bool = False  # the user asked for log-probabilities
+    logprobs: bool = False  # the user asked for log-probabilities of the generated tokens
+    prompt_logprobs: bool = False  # ... and of the prompt's
 
 
 def validate(raw: object) -> SamplingInput:
@@ -272,7 +275,7 @@ def parse(raw: object) -> Plan:
     for name, kind in nested.items():
         if name in values:
             try:
-                values[name] = kind(**values[name])
+                values[name] = kind(**without_nulls(values[name]))
             except ValidationError as error:
                 raise JobInputError(describe(error, f"sampling_params.{name}")) from None
             except (TypeError, ValueError, VLLMError) as error:
@@ -306,7 +309,8 @@ def parse(raw: object) -> Plan:
         n=params.n,
         best_of=best_of,
         beam=beam,
-        logprobs=params.logprobs is not None,
+        logprobs=params.logprobs is not None or params.logprob_token_ids is not None,
+        prompt_logprobs=params.prompt_logprobs is not None,
     )
 
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from vllm_worker import vllm_errors
 from vllm_worker.errors import JobError
 
 if TYPE_CHECKING:
@@ -81,7 +82,8 @@ class Serving:
             # One build for every job; a job cancelled meanwhile must not cancel it for others.
             return await asyncio.shield(self._built)
         except Exception as error:
-            raise ServingError(f"vLLM's OpenAI server could not start: {error}") from error
+            reason = vllm_errors.in_worker_terms(str(error))
+            raise ServingError(f"vLLM's OpenAI server could not start: {reason}") from error
 
     async def _build(self) -> ServingState:
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state

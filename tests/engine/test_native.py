@@ -121,7 +121,7 @@ async def test_multibyte_characters_never_split(handler):
     [
         ({}, "input: give `prompt`"),
         ({"prompt": 5}, "prompt"),
-        ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
         ({"prompt": "Hi", "sampling_params": {"max_tokens": "abc"}}, "sampling_params.max_tokens"),
         ({"prompt": "Hi", "sampling_params": {"bogus": 1}}, "sampling_params.bogus"),
         ({"prompt": "Hi", "sampling_params": {"top_p": 3}}, "sampling_params.top_p"),

@@ -39,10 +39,12 @@ def test_apply_chat_template_wraps_prompt_as_user_message():
         ({}, "input: give `prompt`"),
         ({"prompt": 42}, "prompt"),
         ({"prompt": None, "messages": None}, "input: give `prompt`"),
+        ({"prompt": "Hi", "chat_template_kwargs": []}, "chat_template_kwargs"),
+        ({"prompt": "Hi", "tools": {}}, "tools"),
         ({"messages": []}, "messages"),
         ({"messages": "hello"}, "messages"),
         ({"messages": [{"content": "Hi"}]}, "messages.0.role"),
-        ({"messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
+        ({"messages": [{"role": "", "content": "Hi"}]}, "messages.0.role"),
         ({"prompt": "Hi", "stream": "yes"}, "stream"),
         ({"prompt": "Hi", "apply_chat_template": 1}, "apply_chat_template"),
         ({"prompt": "Hi", "sampling_params": []}, "sampling_params"),
@@ -67,3 +69,17 @@ def test_unknown_field_lists_accepted_fields():
 def test_input_must_be_an_object(job_input):
     with pytest.raises(JobInputError, match="input: must be an object"):
         parse_native(job_input)
+
+
+def test_null_means_not_given():
+    job = parse_native(
+        {"prompt": "Hi", "sampling_params": None, "stream": None, "max_batch_size": None}
+    )
+    assert (job.sampling_params, job.stream, job.max_batch_size) == ({}, False, None)
+
+
+def test_message_keys_beyond_role_reach_the_renderer_as_sent():
+    turn = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}], "name": "bot"}
+    job = parse_native({"messages": [turn]})
+    assert job.chat() == [turn]
+    assert job.chat_field == "messages"
