@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonDict
 
+from vllm_worker import vllm_errors
 from vllm_worker.errors import JobInputError, describe
 from vllm_worker.errors import validate as validate_model
 from vllm_worker.native_input import without_nulls
@@ -289,7 +290,9 @@ def parse(raw: object) -> Plan:
     try:
         engine_params = SamplingParams(**values)
     except (TypeError, ValueError, VLLMError) as error:
-        raise JobInputError(f"sampling_params: {_one_line(error)}") from None
+        field = vllm_errors.parameter_of(error, SamplingInput.model_fields)
+        where = f"sampling_params.{field}" if field else "sampling_params"
+        raise JobInputError(f"{where}: {vllm_errors.message_of(error)}") from None
 
     beam = None
     if params.use_beam_search:

@@ -188,3 +188,27 @@ def test_random_parameter_sets_are_accepted_or_explained(raw):
         message = str(error)
         assert message.startswith("sampling_params"), message
         assert "Traceback" not in message and "\n" not in message
+
+
+def test_vllm_constructor_checks_name_the_field():
+    with pytest.raises(JobInputError) as caught:
+        sampling.parse({"stop": ["", "x"]})
+    assert str(caught.value) == "sampling_params.stop: stop cannot contain an empty string."
+
+
+def test_nulls_mean_not_given_at_every_depth():
+    plan = sampling.parse(
+        {
+            "max_tokens": None,
+            "temperature": None,
+            "structured_outputs": {"choice": ["a"], "regex": None},
+        }
+    )
+    assert (plan.params.max_tokens, plan.params.temperature) == (16, 1.0)
+    assert plan.params.structured_outputs.choice == ["a"]
+    assert plan.params.structured_outputs.regex is None
+
+
+def test_logprob_token_ids_alone_ask_for_logprobs():
+    assert sampling.parse({"logprob_token_ids": [1, 2]}).logprobs
+    assert sampling.parse({"prompt_logprobs": 0}).prompt_logprobs
