@@ -7,6 +7,7 @@ every stream into one late item; this call hands on each message the app sends a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -18,12 +19,21 @@ logger = logging.getLogger(__name__)
 _calls: set[asyncio.Future[None]] = set()
 
 
-async def call(app: ASGIApp, method: str, path: str, body: bytes) -> AsyncGenerator[Message]:
-    """Send one JSON request to `app` and yield each message it sends, as soon as it sends it.
+async def call(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    body: bytes,
+    context: contextvars.Context | None = None,
+) -> AsyncGenerator[list[Message]]:
+    """Send one JSON request to `app` and yield the messages it sends, as soon as it sends them.
 
-    Leaving this generator early answers the app's next `receive()` with a disconnect, which
-    is how a server learns that a client left (vLLM then aborts the request and ends on its
-    own). The app's task outlives the generator until it ends by itself.
+    Each yield holds every message sent since the previous one (at least one): what the app
+    wrote in one go, such as the SSE events of one engine output, arrives together. The app
+    runs in `context` (default: a copy of the caller's). Leaving this generator early answers
+    the app's next `receive()` with a disconnect, which is how a server learns that a client
+    left (vLLM then aborts the request and ends on its own). The app's task outlives the
+    generator until it ends by itself.
     """
     scope: Scope = {
         "type": "http",
@@ -65,18 +75,37 @@ async def call(app: ASGIApp, method: str, path: str, body: bytes) -> AsyncGenera
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("the in-process app failed on %s", path, exc_info=error)
 
-    task = asyncio.ensure_future(app(scope, receive, send))
+    async def run() -> None:
+        await app(scope, receive, send)
+
+    task = asyncio.get_running_loop().create_task(run(), context=context)
     _calls.add(task)
     task.add_done_callback(ended)
     try:
-        while (message := await sent.get()) is not None:
-            yield message
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                return  # the response is complete, whatever the app still does after it
+        done = False  # the response is complete (whatever the app still does after it)
+        while not done and (message := await sent.get()) is not None:
+            messages = [message]
+            while not sent.empty():
+                more = sent.get_nowait()
+                if more is None:  # the app ended
+                    done = True
+                    break
+                messages.append(more)
+            yield messages
+            done = done or any(_last_body(m) for m in messages)
     finally:
         left.set()
 
 
-async def read_body(messages: AsyncIterator[Message]) -> bytes:
+def _last_body(message: Message) -> bool:
+    return message["type"] == "http.response.body" and not message.get("more_body")
+
+
+def body_of(messages: list[Message]) -> bytes:
+    """The body bytes among `messages`."""
+    return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+async def read_body(sent: AsyncIterator[list[Message]]) -> bytes:
     """The rest of a response body."""
-    return b"".join([message.get("body", b"") async for message in messages])
+    return b"".join([body_of(messages) async for messages in sent])

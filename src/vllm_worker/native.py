@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from vllm_worker import beam, native_prompt, sampling, vllm_errors
-from vllm_worker.batching import TICK, BatchPolicy, paced, policy_for
+from vllm_worker.batching import BatchPolicy, policy_for
+from vllm_worker.coalesce import coalesce
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobInputError
 from vllm_worker.kinds import JobStats
@@ -133,7 +133,7 @@ async def generate(
     from vllm.exceptions import VLLMClientError
 
     plan = request.plan
-    batches = _Batches(plan.n, request.policy, plan.logprobs, plan.prompt_logprobs)
+    items = _Items(plan.n, plan.logprobs, plan.prompt_logprobs)
     try:
         if plan.beam is not None:
             result = await beam.search(
@@ -143,19 +143,17 @@ async def generate(
                 request_id,
                 engine.get_tokenizer(),
             )
-            yield batches.final(result)
+            yield items.final(result)
             return
         outputs = engine.generate(request.prompt, plan.params, request_id)
         async with aclosing(outputs):
             if not request.stream:
                 async for output in outputs:
-                    yield batches.final(_best(output, plan.n) if plan.best_of else output)
+                    yield items.final(_best(output, plan.n) if plan.best_of else output)
                 return
-            deltas = paced(outputs, batches.time_left) if request.policy.max_wait_s else outputs
-            async with aclosing(deltas):
-                async for delta in deltas:
-                    if delta is TICK or batches.add(cast("RequestOutput", delta)):
-                        yield batches.flush()
+            async with aclosing(coalesce(outputs, request.policy)) as batches:
+                async for batch in batches:
+                    yield items.batch(batch)
     except VLLMClientError as error:
         raise JobInputError(_engine_refusal(error)) from None
 
@@ -191,70 +189,47 @@ def _cumulative_logprob(seq: CompletionOutput) -> float:
     return seq.cumulative_logprob if seq.cumulative_logprob is not None else -math.inf
 
 
-class _Batches:
-    """Collects delta outputs per sequence and tells when a batch is full."""
+class _Items:
+    """Native items from a request's outputs: the texts of each batch (or the whole texts),
+    with per-sequence totals and finish reasons kept across batches."""
 
-    def __init__(self, n: int, policy: BatchPolicy, logprobs: bool, prompt_logprobs: bool) -> None:
-        self._max_wait_s = policy.max_wait_s
-        self._first_at: float | None = None  # when the current batch got its first token
-        self._sizes = policy.sizes()
-        self._target = next(self._sizes)
+    def __init__(self, n: int, logprobs: bool, prompt_logprobs: bool) -> None:
         self._logprobs = logprobs
         self._prompt_logprobs = prompt_logprobs
-        self._prompt: list[PositionLogprobs | None] | None = None  # not yet sent
-        self._pieces: list[list[str]] = [[] for _ in range(n)]
-        self._probs: list[list[Position]] = [[] for _ in range(n)]
-        self._new = [0] * n  # tokens since the last flush, per sequence
-        self._total = [0] * n
+        self._total = [0] * n  # tokens generated so far, per sequence
         self._finish: list[str | None] = [None] * n
         self._prompt_tokens = 0
 
-    def time_left(self) -> float | None:
-        """Seconds until the pending batch must leave (None: nothing pending)."""
-        if self._first_at is None or self._max_wait_s is None:
-            return None
-        return max(0.0, self._first_at + self._max_wait_s - time.monotonic())
-
-    def add(self, output: RequestOutput) -> bool:
-        """Take one delta output; True when a batch should be sent now."""
-        if self._first_at is None and self._max_wait_s:
-            self._first_at = time.monotonic()
-        self._prompt_tokens = len(output.prompt_token_ids or ())
-        if self._prompt_logprobs and output.prompt_logprobs:  # only the first output has them
-            self._prompt = _prompt_positions(output.prompt_token_ids, output.prompt_logprobs)
+    def batch(self, output: RequestOutput) -> NativeItem:
+        """The item of one streamed batch (a merged delta output, see `coalesce`)."""
+        n = len(self._total)
+        pieces: list[list[str]] = [[] for _ in range(n)]
+        probs: list[list[Position]] = [[] for _ in range(n)]
         for seq in output.outputs:
             if seq.text:
-                self._pieces[seq.index].append(seq.text)
+                pieces[seq.index].append(seq.text)
             if self._logprobs and seq.logprobs:
-                self._probs[seq.index].extend(zip(seq.token_ids, seq.logprobs, strict=False))
-            self._new[seq.index] += len(seq.token_ids)
+                probs[seq.index] = list(zip(seq.token_ids, seq.logprobs, strict=False))
+            self._total[seq.index] += len(seq.token_ids)
             self._finish[seq.index] = seq.finish_reason
-        return output.finished or max(self._new) >= self._target
-
-    def flush(self) -> NativeItem:
-        for i, count in enumerate(self._new):
-            self._total[i] += count
-        item = self._item(self._pieces, self._probs)
-        self._pieces = [[] for _ in self._pieces]
-        self._probs = [[] for _ in self._probs]
-        self._new = [0] * len(self._new)
-        self._target = next(self._sizes)
-        self._first_at = None
-        return item
+        return self._item(output, pieces, probs)
 
     def final(self, output: RequestOutput | beam.SearchResult) -> NativeItem:
         """The single item of a job that is not streamed token by token."""
-        self._prompt_tokens = len(output.prompt_token_ids or ())
-        if self._prompt_logprobs and output.prompt_logprobs:
-            self._prompt = _prompt_positions(output.prompt_token_ids, output.prompt_logprobs)
         outputs = sorted(output.outputs, key=lambda s: s.index)
         for seq in outputs:
             self._total[seq.index] = len(seq.token_ids)
             self._finish[seq.index] = seq.finish_reason
         probs = [list(zip(s.token_ids, s.logprobs or (), strict=False)) for s in outputs]
-        return self._item([[seq.text] for seq in outputs], probs)
+        return self._item(output, [[seq.text] for seq in outputs], probs)
 
-    def _item(self, pieces: list[list[str]], probs: list[list[Position]]) -> NativeItem:
+    def _item(
+        self,
+        output: RequestOutput | beam.SearchResult,
+        pieces: list[list[str]],
+        probs: list[list[Position]],
+    ) -> NativeItem:
+        self._prompt_tokens = len(output.prompt_token_ids or ()) or self._prompt_tokens
         choices = []
         for tokens, finish, positions in zip(pieces, self._finish, probs, strict=True):
             choice: NativeChoice = {"tokens": tokens, "finish_reason": finish}
@@ -265,8 +240,10 @@ class _Batches:
             choices.append(choice)
         usage: Usage = {"input": self._prompt_tokens, "output": sum(self._total)}
         item: NativeItem = {"choices": choices, "usage": usage}
-        if self._prompt is not None:
-            item["prompt_logprobs"], self._prompt = self._prompt, None
+        if self._prompt_logprobs and output.prompt_logprobs:  # only the first output has them
+            item["prompt_logprobs"] = _prompt_positions(
+                output.prompt_token_ids, output.prompt_logprobs
+            )
         return item
 
 

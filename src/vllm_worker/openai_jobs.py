@@ -4,30 +4,33 @@ RunPod turns a call to `.../openai/v1/<path>` into a job whose input is
 `{"openai_route": "/v1/<path>", "openai_input": <request body>}`. vLLM's app already does
 everything an OpenAI server does (request validation, chat templates, tool-call and reasoning
 parsers, OpenAI-style errors), so this kind only carries the job to that app and its response
-back: a JSON body becomes the job's one item; an SSE stream is yielded in groups of whole
-events, sized by the same growing batch policy as native streams.
+back: a JSON body becomes the job's one item. A stream is batched before vLLM's serving layer
+sees it, by the batcher native jobs use (`coalesce`): each engine batch becomes one SSE event
+per choice, and the events of one batch one item.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_worker import asgi, sse, vllm_errors
-from vllm_worker.batching import TICK, BatchPolicy, paced, policy_for
+from vllm_worker.batching import policy_for
+from vllm_worker.coalesce import stream_policy
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobError, JobInputError, validate
 from vllm_worker.kinds import JobStats
 from vllm_worker.serving import Serving, ServingError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: What an OpenAI job yields: the response JSON (not streaming); SSE text (streaming); or,
 #: with `RAW_OPENAI_OUTPUT=false`, the list of the stream's chunk objects.
@@ -128,34 +131,29 @@ class OpenAIKind:
                 )
             )
         body = b"" if job.openai_input is None else json.dumps(job.openai_input).encode()
-        async with aclosing(asgi.call(state.app, method, job.openai_route, body)) as messages:
-            start = await anext(messages)
+        # vLLM's app streams through `BatchingEngineClient`, which batches by this policy.
+        context = contextvars.copy_context()
+        context.run(stream_policy.set, policy_for(job, self._settings))
+        call = asgi.call(state.app, method, job.openai_route, body, context)
+        async with aclosing(call) as sent:
+            start, *first = await anext(sent)
             if start["status"] >= 400:
-                raise OpenAIError(in_worker_terms(await asgi.read_body(messages)))
+                raise OpenAIError(in_worker_terms(asgi.body_of(first) + await asgi.read_body(sent)))
             content_type = dict(start["headers"]).get(b"content-type", b"")
             if not content_type.startswith(b"text/event-stream"):
-                response = json.loads(await asgi.read_body(messages))
+                response = json.loads(asgi.body_of(first) + await asgi.read_body(sent))
                 _count(response, stats)
                 yield response
                 return
-            batches = EventBatches(policy_for(job, self._settings))
-            source = paced(messages, batches.time_left) if batches.max_wait_s else messages
+            events = Events()
             last: list[bytes] = []
-            async with aclosing(source):
-                async for message in source:
-                    ready = (
-                        [batches.flush()]
-                        if message is TICK
-                        else batches.feed(cast(asgi.Message, message).get("body", b""))
-                    )
-                    for events in ready:
-                        last = (last + events)[-_COUNTED_EVENTS:]
-                        if item := self._item(events):
-                            yield item
-            events = batches.rest()
-            last = (last + events)[-_COUNTED_EVENTS:]
-            if item := self._item(events):
-                yield item
+            async for messages in _prepend(first, sent):
+                if batch := events.feed(asgi.body_of(messages)):
+                    last = (last + batch)[-_COUNTED_EVENTS:]
+                    yield self._item(batch)
+            if batch := events.rest():
+                last = (last + batch)[-_COUNTED_EVENTS:]
+                yield self._item(batch)
             _count_stream(last, stats)
 
     def _item(self, events: list[bytes]) -> str | list[Any]:
@@ -190,60 +188,43 @@ def _count_stream(events: list[bytes], stats: JobStats) -> None:
             continue
 
 
-class EventBatches:
-    """Cuts an SSE byte stream into whole events and groups them by a batch policy.
+class Events:
+    """Cuts an SSE byte stream into whole events, for items that never carry part of one.
 
-    Chunks may end anywhere, even inside a multi-byte character; only complete events are
-    handed on, so no yield ever carries part of an event. With the policy's `max_wait_s`,
-    pending events also leave once the oldest has waited that long (`time_left`, then
-    `flush`), as native streams do. vLLM opens a chat stream with an event per choice that only
-    announces the role; those carry no token, so they ride along with the first batch instead
-    of filling it.
+    vLLM writes the events of one engine output (one per choice, each carrying a whole batch
+    of tokens, see `coalesce`) at once, and each such write becomes one item. Body chunks may
+    still end anywhere, even inside a multi-byte character: only complete events are handed on.
+    A chat stream opens with an event per choice that only announces the role; those carry no
+    token, so they ride along with the first batch instead of making an item of their own.
     """
 
-    def __init__(self, policy: BatchPolicy) -> None:
-        self.max_wait_s = policy.max_wait_s
-        self._sizes = policy.sizes()
-        self._target = next(self._sizes)
-        self._events: list[bytes] = []
+    def __init__(self) -> None:
         self._tail = b""
-        self._first_at: float | None = None  # when the oldest pending event arrived
+        self._held: list[bytes] = []  # role-only opening events
         self._opening = True  # no event with a token seen yet
 
-    def feed(self, chunk: bytes) -> Iterator[list[bytes]]:
-        """The batches this chunk completes (often none); events lack their blank line."""
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events this chunk completes, to send now (often all of them, maybe none)."""
         complete, self._tail = sse.split(self._tail + chunk)
         if self._opening:
-            for event in complete:
-                if not _announces_role(event):
-                    self._opening = False
-                    break
-                self._target += 1
-        if complete and not self._events and self.max_wait_s:
-            self._first_at = time.monotonic()
-        self._events += complete
-        while len(self._events) >= self._target:
-            yield self._take(self._target)
-
-    def time_left(self) -> float | None:
-        """Seconds until the pending events must leave (None: nothing pending)."""
-        if self._first_at is None or self.max_wait_s is None:
-            return None
-        return max(0.0, self._first_at + self.max_wait_s - time.monotonic())
-
-    def flush(self) -> list[bytes]:
-        """Every pending event, as a batch of its own, when the wait is over."""
-        return self._take(len(self._events))
-
-    def _take(self, count: int) -> list[bytes]:
-        batch, self._events = self._events[:count], self._events[count:]
-        self._target = next(self._sizes)
-        self._first_at = time.monotonic() if self._events and self.max_wait_s else None
-        return batch
+            if all(_announces_role(event) for event in complete):
+                self._held += complete
+                return []
+            self._opening = False
+            complete, self._held = self._held + complete, []
+        return complete
 
     def rest(self) -> list[bytes]:
         """The events left at the end of the stream; an unterminated tail counts as one."""
-        return [*self._events, self._tail] if self._tail.strip() else self._events
+        tail = [self._tail] if self._tail.strip() else []
+        return [*self._held, *tail]
+
+
+async def _prepend(first: list[T], rest: AsyncIterator[list[T]]) -> AsyncGenerator[list[T]]:
+    if first:
+        yield first
+    async for item in rest:
+        yield item
 
 
 def _announces_role(event: bytes) -> bool:

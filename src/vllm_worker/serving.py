@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from vllm_worker import vllm_errors
+from vllm_worker.coalesce import BatchingEngineClient
 from vllm_worker.errors import JobError
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class Serving:
                 ReasoningParserManager.import_reasoning_parser(args.reasoning_parser_plugin)
             tasks = await self._engine.get_supported_tasks()
             app = build_app(args, tasks, self._engine.model_config)
-            await init_app_state(self._engine, app.state, args, tasks)
+            # The app's streams come in each OpenAI job's batches (see `coalesce`).
+            await init_app_state(BatchingEngineClient(self._engine), app.state, args, tasks)
         except Exception:
             logger.exception("vLLM's OpenAI server could not start")
             raise

@@ -29,17 +29,33 @@ def streaming_app(parts: int, gate: asyncio.Event | None = None):
     return app, seen
 
 
-async def test_each_message_arrives_as_the_app_sends_it():
+async def test_messages_arrive_as_the_app_sends_them_grouped_by_what_it_sent_at_once():
     gate = asyncio.Event()
     app, seen = streaming_app(2, gate)
     async with aclosing(asgi.call(app, "POST", "/x", b"hello")) as messages:
-        start = await anext(messages)
+        start, first = await anext(messages)  # sent without waiting in between
         assert (start["type"], start["status"]) == ("http.response.start", 200)
-        first = await anext(messages)
         assert first["body"] == b"hello"  # before the app may send the rest
         gate.set()
         assert await asgi.read_body(messages) == b"01"
     assert seen[0] == {"type": "http.request", "body": b"hello", "more_body": False}
+
+
+async def test_the_app_runs_in_the_given_context():
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="caller's")
+    context = contextvars.copy_context()
+    context.run(var.set, "given")
+    values = []
+
+    async def app(scope, receive, send) -> None:
+        values.append(var.get())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    assert [m async for m in asgi.call(app, "GET", "/", b"", context)]
+    assert values == ["given"] and var.get() == "caller's"
 
 
 async def test_leaving_early_tells_the_app_the_client_left():
@@ -61,6 +77,6 @@ async def test_an_app_failure_ends_the_messages_and_is_logged(caplog):
         raise RuntimeError("boom")
 
     with caplog.at_level(logging.ERROR, logger="vllm_worker.asgi"):
-        received = [message async for message in asgi.call(failing, "GET", "/y", b"")]
+        received = [m async for messages in asgi.call(failing, "GET", "/y", b"") for m in messages]
     assert [m["type"] for m in received] == ["http.response.start"]
     assert "the in-process app failed on /y" in caplog.text

@@ -1,7 +1,7 @@
-"""OpenAI jobs without the engine: SSE event grouping, job input, counts for the log."""
+"""OpenAI jobs without the engine: whole SSE events, job input, counts for the log."""
 
 import json
-from itertools import islice, pairwise
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from vllm_worker import sse
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.kinds import JobStats
-from vllm_worker.openai_jobs import EventBatches, OpenAIError, OpenAIKind, parse_openai
+from vllm_worker.openai_jobs import Events, OpenAIError, OpenAIKind, parse_openai
 
 POLICY = BatchPolicy(min_size=1, max_size=4, growth=2)
 
@@ -21,11 +21,11 @@ def _stream(payloads: list[dict]) -> bytes:
     return "".join([*events, "data: [DONE]\n\n"]).encode()
 
 
-def _batches(stream: bytes, cuts: list[int], policy: BatchPolicy = POLICY) -> list[list[bytes]]:
-    batcher = EventBatches(policy)
+def _items(stream: bytes, cuts: list[int]) -> list[list[bytes]]:
+    """What `Events` hands on when the stream arrives cut at `cuts`, then its rest."""
+    events = Events()
     bounds = [0, *sorted(cuts), len(stream)]
-    batches = [b for lo, hi in pairwise(bounds) for b in batcher.feed(stream[lo:hi])]
-    return [*batches, batcher.rest()]
+    return [*(events.feed(stream[lo:hi]) for lo, hi in pairwise(bounds)), events.rest()]
 
 
 payloads = st.lists(
@@ -38,7 +38,7 @@ payloads = st.lists(
 def test_events_survive_any_chunk_boundaries(chunk_payloads, data):
     stream = _stream(chunk_payloads)
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
-    batches = _batches(stream, cuts)
+    batches = _items(stream, cuts)
     # Whole events only: each yield decodes on its own (no split character) and the
     # concatenated yields are the stream itself.
     texts = [sse.encode(batch) for batch in batches]
@@ -48,24 +48,9 @@ def test_events_survive_any_chunk_boundaries(chunk_payloads, data):
     assert parsed == chunk_payloads
 
 
-@given(payloads, st.data())
-def test_batches_follow_the_policy_whatever_the_chunks(chunk_payloads, data):
-    stream = _stream(chunk_payloads)
-    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
-    sizes = [len(batch) for batch in _batches(stream, cuts)]
-    *full, last = sizes
-    assert full == list(islice(POLICY.sizes(), len(full)))
-    assert last <= list(islice(POLICY.sizes(), len(full) + 1))[-1]
-    assert sum(sizes) == len(chunk_payloads) + 1  # [DONE] included
-
-
-def test_one_chunk_per_event_gives_growing_batches():
-    stream = _stream([{"n": i} for i in range(12)])
-    events = [e + b"\n\n" for e in stream.split(b"\n\n")[:-1]]
-    batcher = EventBatches(POLICY)
-    sizes = [len(batch) for event in events for batch in batcher.feed(event)]
-    assert sizes == [1, 2, 4, 4]
-    assert len(batcher.rest()) == 2  # 13 events in all: [DONE] comes with the last one
+def test_what_arrives_together_leaves_together():
+    stream = _stream([{"n": i} for i in range(3)])
+    assert [len(batch) for batch in _items(stream, [])] == [4, 0]
 
 
 def test_role_only_opening_chunks_ride_along_with_the_first_batch():
@@ -74,24 +59,24 @@ def test_role_only_opening_chunks_ride_along_with_the_first_batch():
     def chunk(index, **delta):
         return {"choices": [{"index": index, "delta": delta, "finish_reason": None}]}
 
-    opening = [chunk(0, role="assistant", content=""), chunk(1, role="assistant", content="")]
-    tokens = [chunk(i % 2, content=f"t{i}") for i in range(7)]
-    stream = _stream([*opening, *tokens])
-    events = [e + b"\n\n" for e in stream.split(b"\n\n")[:-1]]
-    batcher = EventBatches(POLICY)
-    batches = [batch for event in events for batch in batcher.feed(event)]
-    assert [len(batch) for batch in batches] == [3, 2, 4]
-    assert sse.values(batches[0])[2] == tokens[0]
-    # A first chunk that carries a token counts as usual.
-    first_token = _stream([chunk(0, role="assistant", content="Hi"), *tokens])
-    assert [len(b) for b in _batches(first_token, [])][:2] == [1, 2]
+    opening = _stream([chunk(0, role="assistant", content=""), chunk(1, role="assistant")])
+    events = Events()
+    assert events.feed(opening.removesuffix(b"data: [DONE]\n\n")) == []
+    first = events.feed(_stream([chunk(0, content="Hi")]))
+    assert [v["choices"][0]["delta"] for v in sse.values(first)] == [
+        {"role": "assistant", "content": ""},
+        {"role": "assistant"},
+        {"content": "Hi"},
+    ]
+    # A first chunk that carries a token is handed on at once.
+    assert len(Events().feed(_stream([chunk(0, role="assistant", content="Hi")]))) == 2
 
 
 def test_an_unterminated_tail_is_kept_as_the_last_event():
-    batcher = EventBatches(BatchPolicy(min_size=5, max_size=5, growth=1))
-    assert list(batcher.feed(b'data: {"a": 1}\n\ndata: {"b"')) == []
-    assert list(batcher.feed(b": 2}")) == []
-    assert batcher.rest() == [b'data: {"a": 1}', b'data: {"b": 2}']
+    events = Events()
+    assert events.feed(b'data: {"a": 1}\n\ndata: {"b"') == [b'data: {"a": 1}']
+    assert events.feed(b": 2}") == []
+    assert events.rest() == [b'data: {"b": 2}']
     assert sse.encode([]) == ""
 
 
@@ -118,26 +103,6 @@ def test_bad_job_input_is_an_openai_error(job_input, expected):
     error = json.loads(str(caught.value))["error"]
     assert error["message"].startswith(expected), error
     assert (error["type"], error["code"]) == ("BadRequestError", 400)
-
-
-def test_max_wait_lets_pending_events_leave_early(monkeypatch):
-    import vllm_worker.openai_jobs as openai_jobs
-
-    now = [100.0]
-    monkeypatch.setattr(openai_jobs.time, "monotonic", lambda: now[0])
-    batcher = EventBatches(BatchPolicy(min_size=3, max_size=3, growth=1, max_wait_s=0.5))
-    assert batcher.time_left() is None
-    assert list(batcher.feed(b"data: 1\n\ndata: 2")) == []
-    now[0] += 0.2
-    assert batcher.time_left() == pytest.approx(0.3)
-    assert list(batcher.feed(b"\n\n")) == []
-    assert batcher.time_left() == pytest.approx(0.3)  # counted from the oldest event
-    now[0] += 0.3
-    assert batcher.time_left() == 0
-    assert batcher.flush() == [b"data: 1", b"data: 2"]
-    assert batcher.time_left() is None
-    assert [len(b) for b in batcher.feed(b"data: 3\n\n" * 4)] == [3]
-    assert batcher.time_left() == pytest.approx(0.5)  # the one left over waits anew
 
 
 def _usage_stream(finish: list[str], usage: dict | None) -> list[bytes]:
