@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from vllm_worker import default_model
+from vllm_worker.batching import BatchPolicy
 from vllm_worker.config import Config, WorkerSettings
 
 if TYPE_CHECKING:
@@ -40,6 +42,18 @@ async def run_job(
     """Every item the handler yields for one job; fails after `timeout_s`."""
     async with asyncio.timeout(timeout_s):
         return [item async for item in handler({"id": job_id, "input": job_input})]
+
+
+def keeps_batch_promise(sizes: list[int], policy: BatchPolicy) -> bool:
+    """The README's promise for streamed batches: each but the last holds at least the
+    policy's next size (more only when the engine delivered several tokens at once); none is
+    empty."""
+    targets = islice(policy.sizes(), len(sizes) - 1)
+    return (
+        bool(sizes)
+        and min(sizes) > 0
+        and all(size >= target for size, target in zip(sizes[:-1], targets, strict=True))
+    )
 
 
 def text_of(items: list[dict], choice: int = 0) -> str:

@@ -4,11 +4,10 @@ import argparse
 import asyncio
 import dataclasses
 import json
-from itertools import islice
 
 import pytest
 
-from tests.helpers import cancel_mid_request, handler_with, run_job, wait_idle
+from tests.helpers import cancel_mid_request, handler_with, keeps_batch_promise, run_job, wait_idle
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.default_model import HUB_ID
 
@@ -41,12 +40,14 @@ def chunks(items: list[str]) -> list[dict]:
     return [json.loads(event.removeprefix("data: ")) for event in flat[:-1]]
 
 
-def follows(sizes: list[int], policy: BatchPolicy, opening: int = 0) -> bool:
-    """Each yield but the last holds the policy's next batch size; the last at most that.
-    `opening` events (a chat stream's role-only chunks) ride along with the first yield."""
-    sizes = [sizes[0] - opening, *sizes[1:]]
-    targets = list(islice(policy.sizes(), len(sizes)))
-    return sizes[:-1] == targets[:-1] and 0 < sizes[-1] <= targets[-1]
+def batch_sizes(parsed: list[dict]) -> list[int]:
+    """Tokens each chunk carries, counted by its log-probabilities (ask for `logprobs`)."""
+    sizes = []
+    for chunk in parsed:
+        for choice in chunk["choices"]:
+            if logprobs := choice.get("logprobs"):
+                sizes.append(len(logprobs.get("content") or logprobs.get("tokens") or ()))
+    return sizes
 
 
 def error_of(items: list) -> dict:
@@ -71,18 +72,22 @@ async def test_chat_answers_paris_with_usage(handler):
 
 async def test_chat_stream_equals_the_whole_answer(handler):
     whole = (await run_job(handler, chat()))[0]["choices"][0]["message"]["content"]
-    items = await run_job(handler, chat(stream=True))
+    items = await run_job(handler, chat(stream=True, logprobs=True))
     parsed = chunks(items)
     assert parsed[0]["choices"][0]["delta"]["role"] == "assistant"
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed) == whole
     assert parsed[-1]["choices"][0]["finish_reason"] == "stop"
-    assert follows([len(batch) for batch in events(items)], DEFAULT_POLICY, opening=1)
+    assert keeps_batch_promise(batch_sizes(parsed), DEFAULT_POLICY)
+    # One item per batch: the role-only opening chunk rides along with the first.
+    assert len(items) == len(batch_sizes(parsed))
 
 
 async def test_stream_batches_follow_the_default_policy(handler):
-    items = await run_job(handler, completion(max_tokens=100, ignore_eos=True, stream=True))
-    assert [len(batch) for batch in events(items)] == [1, 3, 9, 27, 50, 11]  # 100 + [DONE]
-    assert len(chunks(items)) == 100
+    job = completion(max_tokens=100, ignore_eos=True, stream=True, logprobs=0)
+    sizes = batch_sizes(chunks(await run_job(handler, job)))
+    assert sum(sizes) == 100
+    assert keeps_batch_promise(sizes, DEFAULT_POLICY), sizes
+    assert len(sizes) <= 6  # 1, 3, 9, 27, 50, 10 on an idle engine; fewer when it merges
 
 
 async def test_stream_batches_follow_per_job_overrides(handler):
@@ -92,8 +97,10 @@ async def test_stream_batches_follow_per_job_overrides(handler):
         "max_batch_size": 8,
         "batch_size_growth_factor": 2,
     }
-    items = await run_job(handler, job)
-    assert [len(batch) for batch in events(items)] == [2, 4, 8, 8, 4]
+    job["openai_input"]["logprobs"] = 0
+    sizes = batch_sizes(chunks(await run_job(handler, job)))
+    assert sum(sizes) == 25
+    assert keeps_batch_promise(sizes, BatchPolicy(min_size=2, max_size=8, growth=2)), sizes
 
 
 async def test_completions_both_ways(handler):
@@ -208,10 +215,12 @@ def parsed_handler(engine, config):
 
 async def test_raw_output_off_yields_lists_of_chunks(parsed_handler, handler):
     raw = chunks(await run_job(handler, chat(stream=True)))
-    items = await run_job(parsed_handler, chat(stream=True))
+    items = await run_job(parsed_handler, chat(stream=True, logprobs=True))
     assert all(isinstance(item, list) and item for item in items)
-    # The first item also holds the role-only chunk; the last one lacks [DONE].
-    assert follows([len(item) for item in items], DEFAULT_POLICY, opening=1)
+    # An item per batch, the first also holding the role-only chunk, none with [DONE].
+    assert [batch_sizes(item) for item in items if batch_sizes(item)] == [
+        [size] for size in batch_sizes([c for item in items for c in item])
+    ]
     parsed = [chunk for item in items for chunk in item]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed)
     assert text == "".join(c["choices"][0]["delta"].get("content") or "" for c in raw)
@@ -342,6 +351,7 @@ async def test_max_batch_wait_sends_partial_batches(engine, config):
         "min_batch_size": 20,
         "max_batch_size": 20,
     }
-    items = await run_job(waiting, job)
-    assert len(chunks(items)) == 30
-    assert max(len(batch) for batch in events(items)) < 20  # without the bound: [20, 11]
+    job["openai_input"]["logprobs"] = 0
+    sizes = batch_sizes(chunks(await run_job(waiting, job)))
+    assert sum(sizes) == 30
+    assert max(sizes) < 20  # without the bound: [20, 10]
