@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -50,7 +51,7 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     """
     grouped: dict[str, list[ErrorDetails]] = {}
     for problem in _chosen(error.errors(include_url=False)):
-        where = ".".join(str(p) for p in (prefix, *problem["loc"]) if p != "" and not _is_tag(p))
+        where = _where(prefix, [p for p in problem["loc"] if not _is_tag(p)])
         grouped.setdefault(where or "input", []).append(problem)
     parts = []
     for where, problems in list(grouped.items())[:MAX_PROBLEMS]:
@@ -63,6 +64,18 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     if len(grouped) > MAX_PROBLEMS:
         parts.append(f"and {len(grouped) - MAX_PROBLEMS} more problems")
     return "; ".join(parts)
+
+
+def _where(prefix: str, loc: list[int | str]) -> str:
+    """`sampling_params.stop.0`; a key that is not a plain name (a dict key the user wrote)
+    is quoted, `logit_bias["\\n"]`, so the message stays one line."""
+    where = prefix
+    for segment in loc:
+        if isinstance(segment, int) or segment.isidentifier():
+            where = f"{where}.{segment}" if where else str(segment)
+        else:
+            where += f"[{json.dumps(segment)}]"
+    return where
 
 
 def _message(problem: ErrorDetails) -> str:
