@@ -137,3 +137,23 @@ def test_route_claims_only_inputs_with_openai_route():
     assert kind.route({"openai_route": "/v1/models"}) == "/v1/models"
     assert kind.route({"prompt": "Hi"}) is None
     assert kind.route(["openai_route"]) is None
+
+
+def test_error_bodies_name_variables_and_keep_vllms_shape():
+    from vllm_worker.openai_jobs import in_worker_terms
+
+    body = {
+        "error": {
+            "message": 'tool_choice="required" requires --tool-call-parser to be set',
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
+    rewritten = json.loads(in_worker_terms(json.dumps(body).encode()))
+    assert rewritten["error"] == {
+        **body["error"],
+        "message": 'tool_choice="required" requires TOOL_CALL_PARSER (--tool-call-parser) to be set',
+    }
+    assert in_worker_terms(b"not json") == "not json"
+    assert in_worker_terms(b'{"detail": "x"}') == '{"detail": "x"}'

@@ -1,0 +1,144 @@
+"""What vLLM's OpenAI layer adds on top of the engine still holds when its streams come in
+batches (`coalesce.BatchingEngineClient`): tool-call and reasoning parsers, logprobs, `n > 1`,
+usage and finish reasons. Each test compares a streamed request with the same request not
+streamed, on the real engine and the default model."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from tests.engine.test_openai_jobs import chunks
+from tests.helpers import run_job
+from vllm_worker import worker
+from vllm_worker.default_model import HUB_ID
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def built_with(engine, config, **flags) -> worker.Worker:
+    """A worker on the same engine with other `vllm serve` flags for its OpenAI layer."""
+    args = argparse.Namespace(**{**vars(config.vllm_args), **flags})
+    return worker.build(engine, dataclasses.replace(config, vllm_args=args))
+
+
+def chat_job(stream: bool, **fields) -> dict:
+    body = {
+        "model": HUB_ID,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "temperature": 0,
+        "max_tokens": 40,
+        "stream": stream,
+        **fields,
+    }
+    return {"openai_route": "/v1/chat/completions", "openai_input": body, "max_batch_size": 4}
+
+
+def merged_deltas(parsed: list[dict]) -> dict[int, dict]:
+    """Per choice: the content, reasoning and tool-call arguments of a stream, concatenated."""
+    merged: dict[int, dict] = {}
+    for chunk in parsed:
+        for choice in chunk["choices"]:
+            into = merged.setdefault(
+                choice["index"], {"content": "", "reasoning": "", "calls": {}, "finish": None}
+            )
+            delta = choice.get("delta") or {}
+            into["content"] += delta.get("content") or ""
+            into["reasoning"] += delta.get("reasoning") or delta.get("reasoning_content") or ""
+            for call in delta.get("tool_calls") or ():
+                slot = into["calls"].setdefault(call["index"], {"name": "", "arguments": ""})
+                function = call.get("function") or {}
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+            into["finish"] = choice.get("finish_reason") or into["finish"]
+    return merged
+
+
+@pytest.fixture(scope="module")
+def tool_worker(engine, config):
+    return built_with(engine, config, enable_auto_tool_choice=True, tool_call_parser="hermes")
+
+
+async def test_required_tool_calls_stream_as_they_answer(tool_worker):
+    job = chat_job(False, tools=[WEATHER_TOOL], tool_choice="required")
+    whole = (await run_job(tool_worker.handler, job))[0]
+    assert "error" not in whole, whole
+    message = whole["choices"][0]["message"]
+    calls = [
+        (c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in message["tool_calls"]
+    ]
+    assert calls and all(name == "get_weather" and "city" in args for name, args in calls)
+    streamed = merged_deltas(
+        chunks(
+            await run_job(
+                tool_worker.handler, chat_job(True, tools=[WEATHER_TOOL], tool_choice="required")
+            )
+        )
+    )[0]
+    assert [(c["name"], json.loads(c["arguments"])) for c in streamed["calls"].values()] == calls
+    assert streamed["finish"] == whole["choices"][0]["finish_reason"]
+
+
+async def test_reasoning_is_parsed_the_same_streamed(engine, config):
+    thinking = built_with(engine, config, reasoning_parser="deepseek_r1")
+    whole = (await run_job(thinking.handler, chat_job(False)))[0]["choices"][0]
+    streamed = merged_deltas(chunks(await run_job(thinking.handler, chat_job(True))))[0]
+    message = whole["message"]
+    reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
+    assert (streamed["reasoning"], streamed["content"] or None) == (
+        reasoning,
+        message["content"] or None,
+    )
+    assert streamed["finish"] == whole["finish_reason"]
+
+
+async def test_n_choices_logprobs_and_usage_match_the_whole_answer(handler):
+    fields = {
+        "n": 2,
+        "temperature": 0.8,
+        "seed": 7,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    whole = (await run_job(handler, chat_job(False, **fields)))[0]
+    items = await run_job(handler, chat_job(True, **fields))
+    parsed = chunks(items)
+    streamed = merged_deltas(parsed)
+    for choice in whole["choices"]:
+        assert streamed[choice["index"]]["content"] == choice["message"]["content"]
+        assert streamed[choice["index"]]["finish"] == choice["finish_reason"]
+        tokens = [
+            entry["token"]
+            for chunk in parsed
+            for c in chunk["choices"]
+            if c["index"] == choice["index"] and c.get("logprobs")
+            for entry in c["logprobs"]["content"]
+        ]
+        assert tokens == [entry["token"] for entry in choice["logprobs"]["content"]]
+        assert all(
+            len(entry["top_logprobs"]) == 2
+            for chunk in parsed
+            for c in chunk["choices"]
+            if c.get("logprobs")
+            for entry in c["logprobs"]["content"]
+        )
+    assert parsed[-1]["usage"] == whole["usage"]
+    # Continuous usage: each chunk's count grows by the tokens it carried.
+    counts = [chunk["usage"]["completion_tokens"] for chunk in parsed if chunk.get("usage")]
+    assert counts == sorted(counts) and counts[-1] == whole["usage"]["completion_tokens"]
