@@ -133,7 +133,9 @@ def longest_token_chars(tokenizer: TokenizerLike) -> int:
     """Characters of the longest entry of the vocabulary (special tokens included).
 
     A byte-level vocabulary spells each byte as one character, and a decoded character takes
-    at least one byte, so no token decodes to more characters than its entry has.
+    at least one byte, so no token decodes to more characters than its entry has. vLLM's
+    renderer bounds one prompt's text the same way (`max_chars_per_token`, in
+    `vllm/renderers/params.py`); this bound applies it to all of an input's text at once.
     """
     return max((len(token) for token in tokenizer.get_vocab()), default=1)
 
