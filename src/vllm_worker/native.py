@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
-from vllm_worker import beam, native_prompt, sampling, vllm_errors
+from vllm_worker import beam, input_bound, native_prompt, sampling, vllm_errors
 from vllm_worker.batching import BatchPolicy, policy_for
 from vllm_worker.coalesce import coalesce
 from vllm_worker.config import WorkerSettings
@@ -93,8 +93,9 @@ class NativeKind:
         return "native"
 
     async def parse(self, job_input: object) -> NativeRequest:
-        job = parse_native(job_input)
         state = await self._serving.state()
+        input_bound.check_job(job_input, state)  # before any costly parsing
+        job = parse_native(job_input)
         return await build_request(job, state, self._settings)
 
     async def run(

@@ -21,13 +21,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_worker import asgi, sse, vllm_errors
+from vllm_worker import asgi, input_bound, sse, vllm_errors
 from vllm_worker.batching import policy_for
 from vllm_worker.coalesce import stream_policy
 from vllm_worker.config import WorkerSettings
 from vllm_worker.errors import JobError, JobInputError, validate
+from vllm_worker.input_bound import InputTooLarge
 from vllm_worker.kinds import JobStats
-from vllm_worker.serving import Serving, ServingError
+from vllm_worker.serving import Serving, ServingError, ServingState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,7 +106,25 @@ class OpenAIKind:
         return None
 
     async def parse(self, job_input: object) -> OpenAIJob:
-        return parse_openai(job_input)
+        """The job, once its request body is known to lie within the model's input bound
+        (vLLM's own validation of a far larger one would hold the event loop for seconds)."""
+        job = parse_openai(job_input)
+        if job.openai_input is not None:
+            try:
+                input_bound.of(await self._state()).check(job.openai_input)
+            except InputTooLarge as error:
+                raise OpenAIError(
+                    error_json(str(error), "BadRequestError", HTTPStatus.BAD_REQUEST, error.field)
+                ) from None
+        return job
+
+    async def _state(self) -> ServingState:
+        try:
+            return await self._serving.state()
+        except ServingError as error:
+            raise OpenAIError(
+                error_json(str(error), "InternalServerError", HTTPStatus.INTERNAL_SERVER_ERROR)
+            ) from error
 
     async def run(self, job: OpenAIJob, job_id: str, stats: JobStats) -> AsyncGenerator[OpenAIItem]:
         """Serve one job: the response JSON, or its SSE stream in batches of whole events.
@@ -113,12 +132,7 @@ class OpenAIKind:
         Closing this generator tells vLLM's app that the client left, and vLLM aborts the
         request, as it does for a dropped HTTP connection.
         """
-        try:
-            state = await self._serving.state()
-        except ServingError as error:
-            raise OpenAIError(
-                error_json(str(error), "InternalServerError", HTTPStatus.INTERNAL_SERVER_ERROR)
-            ) from error
+        state = await self._state()
         method = state.routes.get(job.openai_route)
         if method is None:
             raise OpenAIError(

@@ -20,7 +20,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vllm_worker import sse
-from vllm_worker.local.store import Job, JobStore, Status
+from vllm_worker.local.policy import PolicyError, parse_policy
+from vllm_worker.local.store import DEFAULT_TTL_S, Job, JobStore, Status
 
 #: How long `/stream` waits for a new item before answering with none.
 STREAM_WAIT_S = 2.0
@@ -32,6 +33,18 @@ RUNSYNC_MAX_WAIT_S = 300.0
 #: Results of `/run` jobs are kept 30 minutes, of `/runsync` jobs 1 minute, as on the platform.
 RUN_RETENTION_S = 30 * 60.0
 RUNSYNC_RETENTION_S = 60.0
+#: RunPod's payload limits: 10 MB for `/run`, 20 MB for `/runsync`. RunPod states none for its
+#: OpenAI routes and the other operations; they get the lower, `/run` one.
+RUN_MAX_BYTES = 10_000_000
+RUNSYNC_MAX_BYTES = 20_000_000
+
+
+def body_limit(path: str, cap: int | None = None) -> int:
+    """The largest request body the public route at `path` takes, lowered to `cap` if given."""
+    parts = path.split("/")  # "", "v2", endpoint id, operation, ...
+    runsync = len(parts) == 4 and parts[1] == "v2" and parts[3] == "runsync"
+    limit = RUNSYNC_MAX_BYTES if runsync else RUN_MAX_BYTES
+    return min(limit, cap) if cap is not None else limit
 
 
 async def _disconnected(request: Request) -> None:
@@ -63,7 +76,7 @@ class Endpoint:
 
     async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
         try:
-            body = parse_json(await request.body() or b"{}")
+            body = await parse_json_off_loop(await request.body() or b"{}")
         except ValueError as error:
             return _error(400, f"the request body is not usable JSON: {error}")
         if not isinstance(body, dict):
@@ -85,14 +98,14 @@ class Endpoint:
     def _submit(self, body: dict[str, Any], retention_s: float) -> Job | JSONResponse:
         if "input" not in body:
             return _error(400, "the request body needs an `input` field")
-        policy = body.get("policy") or {}
-        timeout_ms = policy.get("executionTimeout") if isinstance(policy, dict) else None
-        if timeout_ms is not None and (
-            not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or timeout_ms < 1000
-        ):
-            return _error(400, "policy.executionTimeout must be an integer of at least 1000 (ms)")
+        try:
+            policy = parse_policy(body.get("policy"))
+        except PolicyError as error:
+            return _error(400, str(error))
+        timeout_ms, ttl_ms = policy.execution_timeout_ms, policy.ttl_ms
         timeout_s = timeout_ms / 1000 if timeout_ms else self.execution_timeout_s
-        return self.store.submit(body["input"], timeout_s, retention_s)
+        ttl_s = ttl_ms / 1000 if ttl_ms else DEFAULT_TTL_S
+        return self.store.submit(body["input"], timeout_s, retention_s, ttl_s)
 
     async def _new_job(self, request: Request, retention_s: float) -> Job | JSONResponse:
         if (wrong := self._wrong_endpoint(request)) is not None:
@@ -176,7 +189,7 @@ class Endpoint:
         body: Any = None
         if request.method == "POST":
             try:
-                body = parse_json(await request.body())
+                body = await parse_json_off_loop(await request.body())
             except ValueError as error:
                 return _openai_error(400, f"the request body is not usable JSON: {error}")
             job_input["openai_input"] = body
@@ -327,6 +340,18 @@ def parse_json(raw: bytes) -> Any:
     return value
 
 
+#: Bodies up to this size are parsed on the event loop: a thread costs more than they do.
+_INLINE_PARSE_BYTES = 64 * 1024
+
+
+async def parse_json_off_loop(raw: bytes) -> Any:
+    """`parse_json` in a thread for large bodies: a 10 MB body takes the endpoint's loop, which
+    relays every other job's stream, hundreds of milliseconds to parse and check."""
+    if len(raw) <= _INLINE_PARSE_BYTES:
+        return parse_json(raw)
+    return await asyncio.to_thread(parse_json, raw)
+
+
 async def _until_final(job: Job, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -392,9 +417,11 @@ def _openai_failure(job: Job) -> JSONResponse:
 
 class Guard:
     """ASGI middleware: the API key on public routes, the worker token on worker routes,
-    and a size limit on request bodies."""
+    and each operation's size limit on request bodies (see `body_limit`)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, worker_token: str, max_body: int):
+    def __init__(
+        self, app: ASGIApp, api_key: str | None, worker_token: str, max_body: int | None
+    ) -> None:
         self.app = app
         self.api_key = api_key
         self.worker_token = worker_token
@@ -415,23 +442,26 @@ class Guard:
                 return await _error(401, "Unauthorized: send Authorization: Bearer <key>")(
                     scope, receive, send
                 )
+        limit = body_limit(path, self.max_body)
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return await too_large(self.max_body)(scope, receive, send)
-        return await self.app(scope, self._limited(receive), send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await too_large(limit)(scope, receive, send)
+        return await self.app(scope, _limited(receive, limit), send)
 
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
 
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise _TooLarge
-            return message
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising `_TooLarge` once the body read so far exceeds `limit` bytes."""
+    seen = 0
 
-        return limited
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _TooLarge(limit)
+        return message
+
+    return limited
 
 
 def _credentials(authorization: str) -> str:
@@ -443,6 +473,10 @@ def _credentials(authorization: str) -> str:
 
 class _TooLarge(Exception):
     """A body without Content-Length turned out larger than the limit while being read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 def too_large(limit: int) -> JSONResponse:
@@ -456,14 +490,15 @@ def build_app(
     api_key: str | None,
     worker_token: str,
     execution_timeout_s: float,
-    max_body_bytes: int,
+    max_body_bytes: int | None = None,
     endpoint_id: str | None = None,
     lifespan: Callable | None = None,
 ) -> ASGIApp:
     endpoint = Endpoint(store, worker_alive, execution_timeout_s, endpoint_id)
 
     async def on_too_large(request: Request, exc: Exception) -> Response:
-        return too_large(max_body_bytes)
+        limit = exc.limit if isinstance(exc, _TooLarge) else body_limit(request.url.path)
+        return too_large(limit)
 
     app = Starlette(
         routes=endpoint.routes(),

@@ -26,6 +26,8 @@ class LocalEndpointSettings(EnvSettings):
     execution_timeout: float = Field(
         600, gt=0, description="Seconds a job may run before it ends TIMED_OUT."
     )
-    max_request_bytes: int = Field(
-        10_000_000, ge=1024, description="Largest request body accepted (413 above)."
+    max_request_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Lowers every operation's request size limit to this many bytes (413 above).",
     )

@@ -1,8 +1,10 @@
 """The local endpoint's job queue and results, with RunPod's job life cycle.
 
-IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED | TIMED_OUT. Everything runs on the
-endpoint's single event loop, so plain data structures need no locks. Memory stays bounded:
-finished jobs are dropped after a retention time and beyond a maximum count.
+IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED | TIMED_OUT, and IN_QUEUE -> TIMED_OUT
+when a job's ttl passes before a worker takes it (RunPod's job states: a job "expires before a
+worker picks it up"). Everything runs on the endpoint's single event loop, so plain data
+structures need no locks. Memory stays bounded: finished jobs are dropped after a retention
+time and beyond a maximum count.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+
+#: RunPod's default job ttl: 24 hours.
+DEFAULT_TTL_S = 24 * 3600.0
 
 
 class Status(enum.StrEnum):
@@ -39,7 +44,8 @@ class Job:
     input: Any
     timeout_s: float  # execution time limit (the request's policy.executionTimeout)
     retention_s: float  # how long the result is kept once finished
-    created: float = dataclasses.field(default_factory=time.monotonic)
+    ttl_s: float = DEFAULT_TTL_S  # how long it may wait in the queue (policy.ttl)
+    created: float = dataclasses.field(default_factory=lambda: time.monotonic())  # queued at
     status: Status = Status.IN_QUEUE
     started: float | None = None
     finished: float | None = None
@@ -60,6 +66,10 @@ class Job:
         event = self._changed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
+
+    def expired(self, now: float) -> bool:
+        """Still queued past its ttl: it must never run."""
+        return self.status is Status.IN_QUEUE and now - self.created > self.ttl_s
 
     def view(self) -> dict[str, Any]:
         """The job as `/status` shows it."""
@@ -94,12 +104,15 @@ class JobStore:
 
     # --- public side -------------------------------------------------------------------
 
-    def submit(self, job_input: Any, timeout_s: float, retention_s: float) -> Job:
+    def submit(
+        self, job_input: Any, timeout_s: float, retention_s: float, ttl_s: float = DEFAULT_TTL_S
+    ) -> Job:
         job = Job(
             id=f"local-{uuid.uuid4()}",
             input=job_input,
             timeout_s=timeout_s,
             retention_s=retention_s,
+            ttl_s=ttl_s,
         )
         self.jobs[job.id] = job
         self._queue.append(job)
@@ -111,11 +124,13 @@ class JobStore:
 
     def retry(self, job: Job) -> bool:
         """Queue a FAILED or TIMED_OUT job again, its previous output and error dropped (as
-        RunPod's `/retry` does); False for a job in any other state."""
+        RunPod's `/retry` does); False for a job in any other state. Its ttl and delay count
+        from the retry: counted from the first submission, an expired job could never rerun."""
         if job.status not in (Status.FAILED, Status.TIMED_OUT):
             return False
         self._finished = collections.deque(j for j in self._finished if j is not job)
         job.status, job.started, job.finished, job.worker_id = Status.IN_QUEUE, None, None, None
+        job.created = time.monotonic()
         job.items, job.delivered, job.output, job.error = [], 0, None, None
         self.counts["retried"] += 1
         self._queue.append(job)
@@ -180,8 +195,13 @@ class JobStore:
 
     def _hand_out(self, worker_id: str, count: int) -> list[Job]:
         taken: list[Job] = []
+        now = time.monotonic()
         while self._queue and len(taken) < count:
-            job = self._queue.popleft()
+            job = self._queue[0]
+            if job.expired(now):  # between two sweeps: it must not run either
+                self._expire(job)
+                continue
+            self._queue.popleft()
             job.status, job.started, job.worker_id = Status.IN_PROGRESS, time.monotonic(), worker_id
             job.touch()
             taken.append(job)
@@ -239,7 +259,9 @@ class JobStore:
         """Time out jobs over their limit; forget results past retention or the count cap."""
         now = time.monotonic()
         for job in list(self.jobs.values()):
-            if job.status is Status.IN_PROGRESS and _elapsed(job.started, now) > job.timeout_s:
+            if job.expired(now):
+                self._expire(job)
+            elif job.status is Status.IN_PROGRESS and _elapsed(job.started, now) > job.timeout_s:
                 job.error = f"job exceeded its execution timeout of {job.timeout_s:g} s"
                 self._end(job, Status.TIMED_OUT)
         # Each result has its own retention: a short one finished after a long one still goes.
@@ -251,6 +273,10 @@ class JobStore:
         for job in set(self._finished) - set(kept):
             self.jobs.pop(job.id, None)
         self._finished = kept
+
+    def _expire(self, job: Job) -> None:
+        job.error = f"job expired in the queue: its ttl of {job.ttl_s:g} s passed before it ran"
+        self._end(job, Status.TIMED_OUT)
 
     def _end(self, job: Job, status: Status) -> None:
         if job.status.final:

@@ -3,7 +3,7 @@
 import asyncio
 
 from tests.helpers import until
-from vllm_worker.local.app import build_app
+from vllm_worker.local.app import body_limit, build_app
 from vllm_worker.local.store import JobStore, Status
 
 
@@ -99,3 +99,13 @@ async def test_retry_requeues_a_failed_job_and_refuses_others():
         status = (await client.get(f"/v2/local/status/{job_id}")).json()
         assert status["status"] == "IN_QUEUE" and "error" not in status
         assert (await client.post("/v2/local/retry/nope")).status_code == 404
+
+
+def test_each_operation_has_runpods_body_limit():
+    assert body_limit("/v2/local/run") == 10_000_000
+    assert body_limit("/v2/local/runsync") == 20_000_000
+    assert body_limit("/v2/local/openai/v1/chat/completions") == 10_000_000
+    assert body_limit("/v2/local/status/x") == 10_000_000
+    assert body_limit("/v2/local/openai/v1/runsync") == 10_000_000  # not the operation
+    assert body_limit("/v2/local/runsync", cap=5000) == 5000
+    assert body_limit("/v2/local/run", cap=50_000_000) == 10_000_000

@@ -166,3 +166,42 @@ async def test_a_failed_or_timed_out_job_can_be_retried():
     assert {job.id for job in await store.take("w1", 5, wait_s=0.1)} == {failed.id, timed_out.id}
     store.finish(failed.id, {"output": ["second try"]})
     assert failed.status is Status.COMPLETED and failed.output == ["second try"]
+
+
+async def test_a_job_queued_past_its_ttl_times_out_and_never_runs(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = JobStore()
+    swept = store.submit({"prompt": "Hi"}, 60, 60, ttl_s=10)
+    taken_late = store.submit({"prompt": "Hi"}, 60, 60, ttl_s=15)
+    fresh = store.submit({"prompt": "Hi"}, 600, 60, ttl_s=30)
+    now[0] += 10
+    store.sweep()
+    assert swept.status is Status.IN_QUEUE  # not before its time
+    now[0] += 1
+    store.sweep()
+    assert swept.status is Status.TIMED_OUT
+    assert swept.error == "job expired in the queue: its ttl of 10 s passed before it ran"
+    now[0] += 5  # expired between two sweeps: a worker's poll must not get it
+    assert await store.take("w1", 5, wait_s=0) == [fresh]
+    assert taken_late.status is Status.TIMED_OUT and taken_late.view()["status"] == "TIMED_OUT"
+    assert store.health(True)["jobs"] == {
+        "completed": 0, "failed": 2, "inProgress": 1, "inQueue": 0, "retried": 0,
+    }  # fmt: skip
+    now[0] += 100  # a running job is past its ttl: only its execution timeout ends it
+    store.sweep()
+    assert fresh.status is Status.IN_PROGRESS
+
+
+async def test_a_retried_expired_job_gets_its_ttl_again(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = JobStore()
+    job = store.submit({"prompt": "Hi"}, 60, 60, ttl_s=10)
+    now[0] += 11
+    store.sweep()
+    assert store.retry(job) and job.status is Status.IN_QUEUE
+    now[0] += 9
+    store.sweep()
+    assert await store.take("w1", 1, wait_s=0) == [job]
+    assert job.view()["delayTime"] == 9000  # counted from the retry
