@@ -151,9 +151,7 @@ def test_error_bodies_name_variables_and_keep_vllms_shape():
         }
     }
     rewritten = json.loads(in_worker_terms(json.dumps(body).encode()))
-    assert rewritten["error"] == {
-        **body["error"],
-        "message": 'tool_choice="required" requires TOOL_CALL_PARSER (--tool-call-parser) to be set',
-    }
+    message = 'tool_choice="required" requires TOOL_CALL_PARSER (--tool-call-parser) to be set'
+    assert rewritten["error"] == {**body["error"], "message": message}
     assert in_worker_terms(b"not json") == "not json"
     assert in_worker_terms(b'{"detail": "x"}') == '{"detail": "x"}'
