@@ -106,7 +106,8 @@ def check_hub_repo(
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError
 
-    url = hf_hub_url(name, PROBE_FILE, revision=revision)
+    # The endpoint as `environ` has it (huggingface_hub reads HF_ENDPOINT once, on import).
+    url = hf_hub_url(name, PROBE_FILE, revision=revision, endpoint=setting(environ, "HF_ENDPOINT"))
     try:
         get_hf_file_metadata(url, timeout=TIMEOUT_S)
     except EntryNotFoundError:

@@ -166,3 +166,11 @@ async def test_a_failed_or_timed_out_job_can_be_retried():
     assert {job.id for job in await store.take("w1", 5, wait_s=0.1)} == {failed.id, timed_out.id}
     store.finish(failed.id, {"output": ["second try"]})
     assert failed.status is Status.COMPLETED and failed.output == ["second try"]
+
+
+def test_health_carries_a_start_up_failure_beside_the_worker_counts():
+    store = JobStore()
+    assert "startUpFailure" not in store.health(worker_alive=True)["workers"]
+    workers = store.health(worker_alive=True, start_up_failure="X=1 is wrong.")["workers"]
+    assert workers["startUpFailure"] == "X=1 is wrong."
+    assert workers["unhealthy"] == 0  # the worker runs: it fails each job with the reason
