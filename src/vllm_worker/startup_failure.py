@@ -316,16 +316,23 @@ def _disk_full(clues: Clues) -> StartUpFailure | None:
 
 
 def _bad_lora_modules(clues: Clues) -> StartUpFailure | None:
-    match = clues.search(r"Loading lora (\S+) failed: ([^\n]*)")
+    match = clues.search(r"Loading lora (\S+) failed")
     if match is None:
         return None
     var = variable_for("lora_modules")
+    # vLLM's message hides the path (`<path>`); the settings have it.
+    modules = clues.arg("lora_modules")
+    paths = [
+        getattr(module, "path", None)
+        for module in (modules if isinstance(modules, list) else [])
+        if getattr(module, "name", None) == match[1]
+    ]
+    where = f" at {paths[0]}" if paths else ""
     return StartUpFailure(
         reason=Reason.BAD_LORA_MODULES,
         variable=var,
-        message=f"{var} names the adapter {match[1]}, which could not be loaded "
-        f"({match[2].rstrip('.')}): give it an existing adapter folder or Hub id, or leave "
-        f"{var} blank.",
+        message=f"{var} names the adapter {match[1]}{where}, which could not be loaded: give "
+        f"it an existing adapter folder or Hub id, or leave {var} blank.",
     )
 
 

@@ -139,17 +139,24 @@ def test_a_full_disk():
     assert failure.variable == "HF_HOME"
 
 
-def test_a_lora_adapter_that_cannot_load():
+def test_a_lora_adapter_that_cannot_load_is_named_with_its_path():
+    # vLLM hides the path in its message; the settings have it.
     error = RuntimeError(
         "vLLM's OpenAI server could not start: Loading lora missing failed: No adapter found "
-        "for /tmp/no-such-adapter"
+        "for <path>"
     )
-    assert classified(error) == StartUpFailure(
+    modules = '{"name": "missing", "path": "/adapters/none"}'
+    config = load({"MODEL_NAME": "/models/m", "ENABLE_LORA": "true", "LORA_MODULES": modules})
+    assert classified(error, config=config) == StartUpFailure(
         reason=Reason.BAD_LORA_MODULES,
         variable="LORA_MODULES",
-        message="LORA_MODULES names the adapter missing, which could not be loaded (No adapter "
-        "found for /tmp/no-such-adapter): give it an existing adapter folder or Hub id, or "
-        "leave LORA_MODULES blank.",
+        message="LORA_MODULES names the adapter missing at /adapters/none, which could not be "
+        "loaded: give it an existing adapter folder or Hub id, or leave LORA_MODULES blank.",
+    )
+    without_settings = classified(error)
+    assert without_settings is not None
+    assert without_settings.message.startswith(
+        "LORA_MODULES names the adapter missing, which could not be loaded"
     )
 
 

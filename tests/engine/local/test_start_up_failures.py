@@ -137,9 +137,8 @@ def test_a_lora_adapter_that_does_not_exist(tmp_path):
     missing = tmp_path / "no-such-adapter"
     served_failure(
         tmp_path / "endpoint.log",
-        f"LORA_MODULES names the adapter missing, which could not be loaded (No adapter found "
-        f"for {missing}): give it an existing adapter folder or Hub id, or leave LORA_MODULES "
-        "blank.",
+        f"LORA_MODULES names the adapter missing at {missing}, which could not be loaded: give "
+        "it an existing adapter folder or Hub id, or leave LORA_MODULES blank.",
         ENABLE_LORA="true",
         LORA_MODULES=json.dumps({"name": "missing", "path": str(missing)}),
     )
