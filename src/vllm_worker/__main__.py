@@ -9,7 +9,6 @@ import gc
 import importlib
 import logging
 import os
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
@@ -146,31 +145,23 @@ def _serve(
         gc.unfreeze()  # so the exit's clean-up frees them (else nanobind reports leaks)
 
 
-def _platform_mode() -> bool:
-    """The SDK will run its job loop (`runpod.serverless.start`): it polls the platform, and
-    neither of its development flags is given."""
-    dev_flags = ("--rp_serve_api", "--test_input")
-    return bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and not any(
-        arg.split("=")[0] in dev_flags for arg in sys.argv[1:]
-    )
-
-
 def _start_failed(error: Exception, output: str, config: Config | None) -> NoReturn:
-    """Serve a known failure's reason as every job's error (platform mode), else exit: 2 for
-    a wrong setting, 1 for anything else, so the platform replaces a worker whose failure may
-    pass by itself."""
+    """Hand a known failure's sentence to the SDK as every job's error; exit 1 on any other
+    failure, so the platform replaces a worker whose failure may pass by itself.
+
+    The SDK picks its mode as for a working worker: in platform mode its job loop fails each
+    job at once; under `--rp_serve_api` its development server does; with neither it looks for
+    `test_input.json` and exits 1 without one.
+    """
     from vllm_worker import failed_worker
-    from vllm_worker.startup_failure import Reason, classify
+    from vllm_worker.startup_failure import classify
 
     failure = classify(error, output, config, os.environ)
     if failure is None:
         logging.getLogger("vllm_worker").error("start-up failed", exc_info=error)
         raise SystemExit(1)
-    if _platform_mode():
-        failed_worker.serve(failure)
-        raise SystemExit(0)
-    print(f"vllm-worker: {failure.message}", file=sys.stderr)
-    raise SystemExit(2 if failure.reason is Reason.INVALID_SETTING else 1)
+    failed_worker.serve(failure)
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":
