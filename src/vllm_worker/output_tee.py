@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 
 #: Bytes of output kept: the root cause is among the last things printed before the failure.
 DEFAULT_LIMIT = 256 * 1024
@@ -61,17 +62,18 @@ class OutputTee:
             self._keeping = False
             self._kept = bytearray()
 
-    def stop(self, timeout_s: float = 2.0) -> None:
+    def stop(self, timeout_s: float = 1.0) -> None:
         """Give the real descriptors back and relay what is still in the pipes.
 
-        Children that still hold a pipe keep it open; the relay ends once they exit, or is
-        left behind (a daemon thread) after `timeout_s`.
+        Children that still hold a pipe (the SDK's heartbeat process) keep it open; the relays
+        end once they exit, or are left behind (daemon threads) after `timeout_s` in all.
         """
         _flush()
         for fd, real in self._saved.items():
             os.dup2(real, fd)  # closes this process's write end of the pipe
+        deadline = time.monotonic() + timeout_s
         for relay in self._relays:
-            relay.join(timeout_s)
+            relay.join(max(0.0, deadline - time.monotonic()))
 
     def _relay(self, read_end: int, real: int) -> None:
         """Copy the pipe to the real descriptor until every writer closed it. A real

@@ -16,6 +16,7 @@ import pytest
 
 from tests import fake_hub
 from tests.engine.local.test_start_up import SMALL_KV_CACHE
+from tests.helpers import default_model_folder
 from vllm_worker.local.testing import LocalEndpoint
 
 JOB = {"prompt": "Hello", "sampling_params": {"max_tokens": 3}}
@@ -141,4 +142,25 @@ def test_a_lora_adapter_that_does_not_exist(tmp_path):
         "it an existing adapter folder or Hub id, or leave LORA_MODULES blank.",
         ENABLE_LORA="true",
         LORA_MODULES=json.dumps({"name": "missing", "path": str(missing)}),
+    )
+
+
+def test_an_architecture_this_vllm_does_not_support(tmp_path):
+    import vllm
+
+    # The default model under an architecture name no vLLM has.
+    source, folder = default_model_folder(), tmp_path / "foo-model"
+    folder.mkdir()
+    for file in source.iterdir():
+        if file.name != "config.json":
+            (folder / file.name).symlink_to(file)
+    config = json.loads((source / "config.json").read_text())
+    config["architectures"] = ["FooForCausalLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    served_failure(
+        tmp_path / "endpoint.log",
+        f"MODEL_NAME={folder} has the architecture ['FooForCausalLM'], which vLLM "
+        f"{vllm.__version__} does not support: choose a model of a supported architecture "
+        "(https://docs.vllm.ai/en/latest/models/supported_models.html).",
+        MODEL_NAME=str(folder),
     )
