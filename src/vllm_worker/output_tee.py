@@ -12,9 +12,12 @@ relay lasts as long as the process.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
 import sys
+import termios
 import threading
 import time
 
@@ -34,6 +37,8 @@ class OutputTee:
         self._lock = threading.Lock()
         self._saved: dict[int, int] = {}
         self._relays: list[threading.Thread] = []
+        self._read_ends: list[int] = []
+        self._holding: set[int] = set()  # pipes whose relay has read a chunk not yet kept
 
     def start(self) -> OutputTee:
         """Route the descriptors through the pipes; everything printed from now on is kept."""
@@ -44,6 +49,7 @@ class OutputTee:
             os.dup2(write_end, fd)
             os.close(write_end)
             self._saved[fd] = real
+            self._read_ends.append(read_end)
             relay = threading.Thread(
                 target=self._relay, args=(read_end, real), name=f"output-tee-{fd}", daemon=True
             )
@@ -51,10 +57,28 @@ class OutputTee:
             self._relays.append(relay)
         return self
 
-    def text(self) -> str:
-        """The last output kept (every descriptor interleaved, in arrival order)."""
+    def text(self, drain_s: float = 0.5) -> str:
+        """The last output kept (every descriptor interleaved, in arrival order), once what
+        was written before this call has been relayed (waiting at most `drain_s`)."""
+        deadline = time.monotonic() + drain_s
+        while not self._drained() and time.monotonic() < deadline:
+            time.sleep(0.002)
         with self._lock:
             return self._kept.decode(errors="replace")
+
+    def _drained(self) -> bool:
+        """No byte waits in a pipe, and no relay holds one it has read but not yet kept."""
+        if self._holding:
+            return False
+        for read_end in list(self._read_ends):
+            pending = array.array("i", [0])
+            try:
+                fcntl.ioctl(read_end, termios.FIONREAD, pending)
+            except OSError:
+                continue  # that relay has ended
+            if pending[0]:
+                return False
+        return True
 
     def forget(self) -> None:
         """Stop keeping output (start-up is over); the relay goes on."""
@@ -81,13 +105,16 @@ class OutputTee:
         writers must never block on a full pipe."""
         relaying = True
         while chunk := _read(read_end):
+            self._holding.add(read_end)
             self._keep(chunk)
+            self._holding.discard(read_end)
             view = memoryview(chunk)
             while relaying and view:
                 try:
                     view = view[os.write(real, view) :]
                 except OSError:
                     relaying = False
+        self._read_ends.remove(read_end)  # before its number can be reused
         os.close(read_end)
 
     def _keep(self, chunk: bytes) -> None:
