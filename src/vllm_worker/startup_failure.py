@@ -138,7 +138,7 @@ def hub_failure(
     error: BaseException, name: str, tokenizer: bool, token_set: bool
 ) -> StartUpFailure | None:
     """The Hub's refusal of repository `name` (the model, or the separate tokenizer) as a
-    failure, or None for an error that is not the repository's (network, server)."""
+    failure, or None for an error that is not the repository's (network, server, rate limit)."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -146,8 +146,30 @@ def hub_failure(
         RevisionNotFoundError,
     )
 
+    for kind in (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+        if isinstance(error, kind):  # a gated repository's error is also a not-found one
+            return _hub_refusal(kind.__name__, name, tokenizer, token_set)
+    response = getattr(error, "response", None)
+    if (
+        isinstance(error, HfHubHTTPError)
+        and response is not None
+        and response.status_code in (401, 403)
+    ):
+        what = variable_for("tokenizer" if tokenizer else "model")
+        return StartUpFailure(
+            reason=Reason.NOT_AUTHORISED,
+            variable="HF_TOKEN",
+            message=f"The Hugging Face Hub refused HF_TOKEN for {what}={name} (HTTP "
+            f"{response.status_code}): set HF_TOKEN to a valid token with read access "
+            "(huggingface.co/settings/tokens), or leave it blank for a public model.",
+        )
+    return None
+
+
+def _hub_refusal(kind: str, name: str, tokenizer: bool, token_set: bool) -> StartUpFailure:
+    """The sentence for huggingface_hub's error class `kind` about repository `name`."""
     what = variable_for("tokenizer" if tokenizer else "model")
-    if isinstance(error, GatedRepoError):
+    if kind == "GatedRepoError":
         who = (
             "the account of HF_TOKEN has no access: accept its terms on huggingface.co with that "
             "account, or set HF_TOKEN to a token of an account that has"
@@ -160,16 +182,7 @@ def hub_failure(
             variable="HF_TOKEN",
             message=f"{what}={name} is a gated model and {who}.",
         )
-    if isinstance(error, RepositoryNotFoundError):
-        private = "HF_TOKEN has no access to it" if token_set else "HF_TOKEN is unset"
-        return StartUpFailure(
-            reason=Reason.MODEL_NOT_FOUND,
-            variable=what,
-            message=f"{what}={name} is not a repository on the Hugging Face Hub, or it is "
-            f"private and {private}: check the id (owner/name), or set HF_TOKEN to a token "
-            "with access.",
-        )
-    if isinstance(error, RevisionNotFoundError):
+    if kind == "RevisionNotFoundError":
         revision = variable_for("tokenizer_revision" if tokenizer else "revision")
         return StartUpFailure(
             reason=Reason.REVISION_NOT_FOUND,
@@ -177,20 +190,26 @@ def hub_failure(
             message=f"{revision} is not a branch, tag or commit of {name}: set it to one that "
             "exists, or leave it blank for the default branch.",
         )
-    response = getattr(error, "response", None)
-    if (
-        isinstance(error, HfHubHTTPError)
-        and response is not None
-        and response.status_code in (401, 403)
-    ):
-        return StartUpFailure(
-            reason=Reason.NOT_AUTHORISED,
-            variable="HF_TOKEN",
-            message=f"The Hugging Face Hub refused HF_TOKEN for {what}={name} (HTTP "
-            f"{response.status_code}): set HF_TOKEN to a valid token with read access "
-            "(huggingface.co/settings/tokens), or leave it blank for a public model.",
-        )
-    return None
+    private = "HF_TOKEN has no access to it" if token_set else "HF_TOKEN is unset"
+    return StartUpFailure(
+        reason=Reason.MODEL_NOT_FOUND,
+        variable=what,
+        message=f"{what}={name} is not a repository on the Hugging Face Hub, or it is "
+        f"private and {private}: check the id (owner/name), or set HF_TOKEN to a token "
+        "with access.",
+    )
+
+
+def _hub_in_output(clues: Clues) -> StartUpFailure | None:
+    """A Hub error in a child's traceback: the model runner downloads the weights."""
+    match = clues.search(
+        r"huggingface_hub\.errors\.(GatedRepoError|RepositoryNotFoundError|RevisionNotFoundError)"
+    )
+    if match is None:
+        return None
+    name = setting(clues.environ, variable_for("model")) or str(clues.arg("model"))
+    token_set = setting(clues.environ, "HF_TOKEN") is not None
+    return _hub_refusal(match[1], name, False, token_set)
 
 
 def _hub(clues: Clues) -> StartUpFailure | None:
@@ -359,6 +378,7 @@ RULES: tuple[Callable[[Clues], StartUpFailure | None], ...] = (
     _known,
     _invalid_setting,
     _hub,
+    _hub_in_output,
     _max_model_len_too_long,
     _kv_cache_too_small,
     _not_enough_free_memory,

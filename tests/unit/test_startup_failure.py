@@ -213,3 +213,14 @@ def test_a_hub_error_raised_while_loading_names_the_repository(fake_hub):
 )
 def test_unknown_or_passing_failures_are_not_classified(error, output):
     assert classified(error, output) is None
+
+
+def test_a_hub_error_in_a_childs_traceback():
+    output = (
+        "(Worker pid=7) ERROR huggingface_hub.errors.GatedRepoError: 403 Client Error.\n"
+        "Cannot access gated repo for url https://huggingface.co/acme/gated/resolve/main/x."
+    )
+    failure = classified(ENGINE_CORE_FAILED, output, environ={"MODEL_NAME": "acme/gated"})
+    assert failure is not None
+    assert failure.reason is Reason.NOT_AUTHORISED
+    assert failure.message.startswith("MODEL_NAME=acme/gated is a gated model and HF_TOKEN")
