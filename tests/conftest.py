@@ -7,6 +7,7 @@ marked `engine`; the others are pure.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _ENGINE_TESTS in Path(item.fspath).parents:
             item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def fake_hub() -> Iterator[str]:
+    """The URL (for HF_ENDPOINT) of a fake Hugging Face Hub on loopback (`tests.fake_hub`)."""
+    from tests.fake_hub import FakeHub
+
+    with FakeHub() as hub:
+        yield hub.url
 
 
 @pytest.fixture(scope="session")

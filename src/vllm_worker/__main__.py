@@ -9,11 +9,17 @@ import gc
 import importlib
 import logging
 import os
-import sys
 import threading
 import time
+from typing import TYPE_CHECKING, NoReturn
 
 from vllm_worker import logs
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from vllm_worker.config import Config
+    from vllm_worker.output_tee import OutputTee
 
 
 def main() -> None:
@@ -26,41 +32,70 @@ def main() -> None:
     log = logging.getLogger("vllm_worker")
 
     from vllm_worker import config as settings
-    from vllm_worker import model, volume
+    from vllm_worker import model, preflight, volume
     from vllm_worker.local.settings import LocalEndpointSettings
+    from vllm_worker.output_tee import OutputTee
 
+    tee: OutputTee | None = None
+    config: settings.Config | None = None
     try:
         if LocalEndpointSettings.from_env(os.environ).local_endpoint:
             from vllm_worker.local.__main__ import main as serve_locally
 
             gc.enable()
             return serve_locally()
+        # What the engine's processes print names the cause when they fail to start.
+        tee = OutputTee().start()
         config = settings.load()
-    except settings.ConfigError as error:
-        print(f"vllm-worker: invalid setting: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    # The SDK reads its level when imported; at its own default, DEBUG, it logs every prompt.
-    os.environ["RUNPOD_LOG_LEVEL"] = config.worker.runpod_log_level
-    if config.cpu_defaults:
-        log.info(
-            "no GPU: using CPU defaults %s (set the variables to override)", config.cpu_defaults
-        )
-    config = model.prepare(config)
-    volume.place_compile_cache(config.worker)
-    log.info("settings read in %.1fs; starting the engine", time.perf_counter() - started)
+        # The SDK reads its level when imported; at its own default, DEBUG, it logs every prompt.
+        os.environ["RUNPOD_LOG_LEVEL"] = config.worker.runpod_log_level
+        if config.cpu_defaults:
+            log.info(
+                "no GPU: using CPU defaults %s (set the variables to override)",
+                config.cpu_defaults,
+            )
+        config = model.prepare(config)
+        preflight.check(config)
+        volume.place_compile_cache(config.worker)
+        log.info("settings read in %.1fs; starting the engine", time.perf_counter() - started)
+
+        from vllm_worker.engine import start_engine
+
+        # The SDK takes about a second to import; the engine's own process keeps this one
+        # waiting.
+        sdk_import = threading.Thread(target=importlib.import_module, args=("runpod",))
+        sdk_import.start()
+        engine_started = time.perf_counter()
+        engine = start_engine(config)
+    except Exception as error:
+        gc.enable()
+        _start_failed(error, tee.text() if tee else "", config)
+    try:
+        _serve(engine, config, tee, started, engine_started, sdk_import)
+    finally:
+        tee.stop()
+
+
+def _serve(
+    engine: AsyncLLM,
+    config: Config,
+    tee: OutputTee,
+    started: float,
+    engine_started: float,
+    sdk_import: threading.Thread,
+) -> None:
+    """Serve jobs on the started engine until the SDK's job loop ends."""
+    log = logging.getLogger("vllm_worker")
+    log.info("engine ready in %.1fs", time.perf_counter() - engine_started)
 
     from vllm import envs
 
+    from vllm_worker import failed_worker
     from vllm_worker import worker as assembly
-    from vllm_worker.engine import EngineWatch, start_engine, warn_if_context_cut
+    from vllm_worker.engine import EngineWatch, warn_if_context_cut
     from vllm_worker.serving import ServingError
+    from vllm_worker.startup_failure import classify
 
-    # The SDK takes about a second to import; the engine's own process keeps this one waiting.
-    sdk_import = threading.Thread(target=importlib.import_module, args=("runpod",))
-    sdk_import.start()
-    engine_started = time.perf_counter()
-    engine = start_engine(config)
-    log.info("engine ready in %.1fs", time.perf_counter() - engine_started)
     warn_if_context_cut(engine, config)
     sdk_import.join()
     gc.collect()
@@ -74,21 +109,33 @@ def main() -> None:
     from vllm_worker import scaler
 
     worker = assembly.build(engine, config)
+    max_concurrency = config.worker.max_concurrency
+    sdk_config = {
+        "handler": worker.handler,
+        "concurrency_modifier": lambda _current: max_concurrency,
+        "return_aggregate_stream": True,
+    }
 
     async def on_start() -> None:
-        await worker.start(envs.VLLM_LOG_STATS_INTERVAL)
+        try:
+            await worker.start(envs.VLLM_LOG_STATS_INTERVAL)
+        except Exception as error:
+            failure = classify(error, tee.text(), config, os.environ)
+            if failure is None:
+                raise
+            # A setting is wrong: free the engine, and fail every job with the reason. The
+            # SDK reads the handler from this dict at each job (runpod 1.10 `rp_job.handle_job`).
+            watch.stop()
+            engine.shutdown()
+            failed_worker.report(failure)
+            sdk_config["handler"] = failed_worker.handler(failure)
+            return
+        tee.forget()
         log.info("ready for jobs %.1fs after start", time.perf_counter() - started)
 
     scaler.install(grace_s=config.worker.shutdown_grace_period, on_start=on_start)
-    max_concurrency = config.worker.max_concurrency
     try:
-        runpod.serverless.start(
-            {
-                "handler": worker.handler,
-                "concurrency_modifier": lambda _current: max_concurrency,
-                "return_aggregate_stream": True,
-            }
-        )
+        runpod.serverless.start(sdk_config)
     except ServingError as error:
         log.error("%s", error)
         raise SystemExit(1) from None
@@ -96,6 +143,25 @@ def main() -> None:
         watch.stop()
         engine.shutdown()
         gc.unfreeze()  # so the exit's clean-up frees them (else nanobind reports leaks)
+
+
+def _start_failed(error: Exception, output: str, config: Config | None) -> NoReturn:
+    """Hand a known failure's sentence to the SDK as every job's error; exit 1 on any other
+    failure, so the platform replaces a worker whose failure may pass by itself.
+
+    The SDK picks its mode as for a working worker: in platform mode its job loop fails each
+    job at once; under `--rp_serve_api` its development server does; with neither it looks for
+    `test_input.json` and exits 1 without one.
+    """
+    from vllm_worker import failed_worker
+    from vllm_worker.startup_failure import classify
+
+    failure = classify(error, output, config, os.environ)
+    if failure is None:
+        logging.getLogger("vllm_worker").error("start-up failed", exc_info=error)
+        raise SystemExit(1)
+    failed_worker.serve(failure)
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -265,6 +265,17 @@ def flag_variables() -> dict[str, str]:
     return names
 
 
+@functools.cache
+def variable_for(dest: str) -> str:
+    """The variable that sets vLLM's parser destination `dest` (`max_model_len` ->
+    `MAX_MODEL_LEN`, `model` -> `MODEL_NAME`): `flag_variables` for the destination's flag."""
+    for action in vllm_env_vars().values():
+        if action.dest == dest:
+            flag = next(s for s in action.option_strings if s.startswith("--"))
+            return flag_variables()[flag]
+    return dest.upper()
+
+
 def _shown(var: str, value: str) -> str:
     return "<hidden>" if any(m in var for m in _SECRET_MARKERS) else repr(value)
 

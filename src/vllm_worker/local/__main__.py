@@ -18,8 +18,8 @@ from types import FrameType
 
 import uvicorn
 
-from vllm_worker import logs
-from vllm_worker.config import ConfigError, WorkerSettings
+from vllm_worker import failed_worker, logs
+from vllm_worker.config import ConfigError
 from vllm_worker.local.app import build_app
 from vllm_worker.local.settings import LocalEndpointSettings
 from vllm_worker.local.store import JobStore
@@ -50,10 +50,23 @@ async def _sweep(store: JobStore) -> None:
         store.sweep()
 
 
-async def _announce(store: JobStore, url: str, endpoint: str, keyed: bool) -> None:
-    """Tell the user how to call the endpoint once the worker asks for its first job."""
+async def _announce(
+    store: JobStore, worker: WorkerProcess, url: str, endpoint: str, keyed: bool
+) -> None:
+    """Tell the user how to call the endpoint once the worker asks for its first job, or, if
+    it could not start, why, where nobody can miss it."""
     while not store.workers_seen:
         await asyncio.sleep(0.5)
+    if (failure := worker.start_up_failure()) is not None:
+        rule = "=" * 78
+        logger.error(
+            "\n%s\nTHE WORKER CANNOT START: %s\nEvery job fails with this message until the "
+            "setting is changed and `make run` started again.\n%s",
+            rule,
+            failure,
+            rule,
+        )
+        return
     auth = " -H 'Authorization: Bearer $RUNPOD_API_KEY'" if keyed else ""
     logger.info(
         "worker ready. Try:\n  curl -s %s/v2/%s/runsync -H 'Content-Type: application/json'%s "
@@ -117,7 +130,11 @@ async def serve(settings: LocalEndpointSettings, shutdown_grace_s: float) -> int
     async def lifespan(app: object) -> AsyncIterator[None]:
         # Stop the worker here, not after `server.serve()`: on a signal uvicorn re-raises it
         # once serving ends, so code after serve() never runs and the worker would be orphaned.
-        background = (worker.run(), _sweep(store), _announce(store, url, endpoint, bool(key)))
+        background = (
+            worker.run(),
+            _sweep(store),
+            _announce(store, worker, url, endpoint, bool(key)),
+        )
         tasks = [asyncio.create_task(coroutine) for coroutine in background]
         try:
             yield
@@ -136,6 +153,7 @@ async def serve(settings: LocalEndpointSettings, shutdown_grace_s: float) -> int
         max_body_bytes=settings.max_request_bytes,
         endpoint_id=settings.endpoint_id,
         lifespan=lifespan,
+        worker_failure=worker.start_up_failure,
     )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False
@@ -149,7 +167,6 @@ def main() -> None:
     logs.setup()
     try:
         settings = LocalEndpointSettings.from_env(os.environ)
-        worker_settings = WorkerSettings.from_env(os.environ)
     except ConfigError as error:
         print(f"local endpoint: invalid setting: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -161,7 +178,9 @@ def main() -> None:
         )
         raise SystemExit(2)
     try:
-        code = asyncio.run(serve(settings, worker_settings.shutdown_grace_period))
+        # A wrong worker setting is the worker's to report (every job fails with it).
+        grace_s = failed_worker.settings(os.environ).shutdown_grace_period
+        code = asyncio.run(serve(settings, grace_s))
     except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn once it stopped
         code = 130
     raise SystemExit(code)

@@ -66,9 +66,11 @@ class Endpoint:
         worker_alive: Callable[[], bool],
         execution_timeout_s: float,
         endpoint_id: str | None = None,
+        worker_failure: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.store = store
         self.worker_alive = worker_alive
+        self.worker_failure = worker_failure
         self.execution_timeout_s = execution_timeout_s
         self.endpoint_id = endpoint_id
 
@@ -173,7 +175,7 @@ class Endpoint:
     async def health(self, request: Request) -> Response:
         if (wrong := self._wrong_endpoint(request)) is not None:
             return wrong
-        return JSONResponse(self.store.health(self.worker_alive()))
+        return JSONResponse(self.store.health(self.worker_alive(), self.worker_failure()))
 
     async def purge_queue(self, request: Request) -> Response:
         if (wrong := self._wrong_endpoint(request)) is not None:
@@ -493,8 +495,11 @@ def build_app(
     max_body_bytes: int | None = None,
     endpoint_id: str | None = None,
     lifespan: Callable | None = None,
+    worker_failure: Callable[[], str | None] = lambda: None,
 ) -> ASGIApp:
-    endpoint = Endpoint(store, worker_alive, execution_timeout_s, endpoint_id)
+    """The endpoint's ASGI app; `worker_failure` gives the worker's start-up failure, if any,
+    for `/health`."""
+    endpoint = Endpoint(store, worker_alive, execution_timeout_s, endpoint_id, worker_failure)
 
     async def on_too_large(request: Request, exc: Exception) -> Response:
         limit = exc.limit if isinstance(exc, _TooLarge) else body_limit(request.url.path)

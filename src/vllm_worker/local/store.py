@@ -145,11 +145,13 @@ class JobStore:
             self._end(job, Status.CANCELLED)
         return len(removed)
 
-    def health(self, worker_alive: bool) -> dict[str, Any]:
+    def health(self, worker_alive: bool, start_up_failure: str | None = None) -> dict[str, Any]:
+        """RunPod's `/health` counts; `workers.startUpFailure` (only when there is one) is the
+        sentence every job fails with because the worker could not start."""
         running = {j.worker_id for j in self.jobs.values() if j.status is Status.IN_PROGRESS}
         busy = len(running & set(self.workers_seen)) if worker_alive else 0
         ready = len(self.workers_seen) if worker_alive else 0
-        return {
+        body: dict[str, Any] = {
             "jobs": {
                 "completed": self.counts["completed"],
                 "failed": self.counts["failed"],
@@ -164,6 +166,9 @@ class JobStore:
                 "unhealthy": int(not worker_alive),
             },
         }
+        if start_up_failure is not None:
+            body["workers"]["startUpFailure"] = start_up_failure
+        return body
 
     async def stream(self, job: Job, wait_s: float) -> AsyncIterator[Any]:
         """Every output item of `job` as it arrives, until the job ends."""

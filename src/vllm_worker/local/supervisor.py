@@ -16,7 +16,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+from vllm_worker.failed_worker import FAILURE_FILE_VAR
 from vllm_worker.local.store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -88,10 +90,23 @@ class WorkerProcess:
         self._generation = 0
         self._stopping = False
         self.worker_id: str | None = None
+        self._failure_file: str | None = None
+        self._failure: str | None = None
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def start_up_failure(self) -> str | None:
+        """Why the running worker cannot serve jobs (it fails each with this), or None.
+
+        The worker writes it to a file in its folder (`failed_worker.report`) before it asks
+        for its first job.
+        """
+        if self._failure is None and self._failure_file is not None and self.alive:
+            with contextlib.suppress(OSError):
+                self._failure = Path(self._failure_file).read_text() or None
+        return self._failure if self.alive else None
 
     async def run(self) -> None:
         """Start the worker and keep watching it until it ends for good."""
@@ -102,6 +117,8 @@ class WorkerProcess:
             # A fresh folder per worker, like a fresh container on the platform: the SDK keeps
             # its in-progress jobs in ./.runpod_jobs.pkl, and a stale one blocks a new worker.
             with tempfile.TemporaryDirectory(prefix=f"{self.worker_id}-") as folder:
+                self._failure_file = env[FAILURE_FILE_VAR] = os.path.join(folder, "failure.txt")
+                self._failure = None
                 self.process = await asyncio.create_subprocess_exec(
                     *self.command,
                     env=env,

@@ -219,7 +219,9 @@ class LocalEndpoint:
 
     def health(self) -> dict[str, Any]:
         """`GET /health`: `{"jobs": {"completed", "failed", "inProgress", "inQueue", "retried"},
-        "workers": {"idle", "running", "initializing", "unhealthy"}}`, all counts.
+        "workers": {"idle", "running", "initializing", "unhealthy"}}`, all counts, and
+        `workers.startUpFailure` (the sentence every job fails with) only while the worker runs
+        but could not start.
 
         Raises RuntimeError on an HTTP error status (a wrong key gives 401).
         """

@@ -28,7 +28,9 @@ def test_a_missing_or_empty_key_keeps_the_endpoint_off_other_interfaces(key):
     assert "refusing to listen on 0.0.0.0 without RUNPOD_API_KEY" in done.stderr
 
 
-def test_an_invalid_worker_setting_stops_the_endpoint_before_the_worker():
-    done = start(SHUTDOWN_GRACE_PERIOD="soon")
+def test_an_invalid_endpoint_setting_stops_the_endpoint_before_the_worker():
+    # A wrong worker setting is the worker's to report (each job fails with it): see
+    # tests/engine/local/test_start_up_failures.py. The endpoint's own cannot be served.
+    done = start(EXECUTION_TIMEOUT="soon")
     assert done.returncode == 2
-    assert "local endpoint: invalid setting: SHUTDOWN_GRACE_PERIOD='soon'" in done.stderr
+    assert "local endpoint: invalid setting: EXECUTION_TIMEOUT='soon'" in done.stderr

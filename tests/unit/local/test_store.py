@@ -205,3 +205,11 @@ async def test_a_retried_expired_job_gets_its_ttl_again(monkeypatch):
     store.sweep()
     assert await store.take("w1", 1, wait_s=0) == [job]
     assert job.view()["delayTime"] == 9000  # counted from the retry
+
+
+def test_health_carries_a_start_up_failure_beside_the_worker_counts():
+    store = JobStore()
+    assert "startUpFailure" not in store.health(worker_alive=True)["workers"]
+    workers = store.health(worker_alive=True, start_up_failure="X=1 is wrong.")["workers"]
+    assert workers["startUpFailure"] == "X=1 is wrong."
+    assert workers["unhealthy"] == 0  # the worker runs: it fails each job with the reason

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from tests.helpers import until
+from vllm_worker.failed_worker import FAILURE_FILE_VAR
 from vllm_worker.local.store import JobStore
 from vllm_worker.local.supervisor import STOP_MARGIN_S, WorkerProcess
 
@@ -37,3 +38,31 @@ async def test_a_stopping_worker_gets_its_grace_period_and_a_margin(tmp_path):
         await running
     assert worker.process is not None and worker.process.returncode == 0  # not killed
     assert exits == []  # a deliberate stop is not a death
+
+
+#: Writes a start-up failure where `failed_worker.report` does, then waits to be stopped.
+FAILED_START = """
+import os, pathlib, sys, time
+pathlib.Path(os.environ["WORKER_START_UP_FAILURE_FILE"]).write_text(sys.argv[1])
+time.sleep(60)
+"""
+
+
+async def test_a_workers_start_up_failure_is_read_while_it_runs():
+    assert FAILURE_FILE_VAR in FAILED_START
+    worker = WorkerProcess(
+        JobStore(),
+        "http://127.0.0.1:9",
+        restart=False,
+        on_exit=lambda code: None,
+        command=[sys.executable, "-c", FAILED_START, "X=1 is wrong."],
+        shutdown_grace_s=0.5,
+    )
+    assert worker.start_up_failure() is None  # not started
+    running = asyncio.create_task(worker.run())
+    await until(lambda: worker.start_up_failure() is not None, 60, "the failure to be read")
+    assert worker.start_up_failure() == "X=1 is wrong."
+    async with asyncio.timeout(30):
+        await worker.stop()
+        await running
+    assert worker.start_up_failure() is None  # a stopped worker fails no job
