@@ -356,7 +356,8 @@ def test_openai_client_streaming_arrives_while_generating(client):
             usage = chunk.usage
     assert text.strip()
     assert usage is not None and usage.completion_tokens == 200, usage
-    assert len(arrivals) > 100
+    # One chunk per batch: 1, 3, 9, 27, 50, ... tokens (fewer chunks when the engine merges).
+    assert 4 <= len(arrivals) <= 8, len(arrivals)
     assert arrivals[0] < arrivals[-1] / 3, (
         f"the first token came after {arrivals[0]:.2f} s, the last after {arrivals[-1]:.2f} s"
     )
