@@ -16,6 +16,7 @@ import array
 import contextlib
 import fcntl
 import os
+import select
 import sys
 import termios
 import threading
@@ -104,8 +105,17 @@ class OutputTee:
         descriptor that fails (a closed terminal) is given up, but the pipe is still drained:
         writers must never block on a full pipe."""
         relaying = True
-        while chunk := _read(read_end):
+        readable = select.poll()
+        readable.register(read_end, select.POLLIN)
+        while True:
+            # Marked as holding before the bytes leave the pipe: `_drained` always finds
+            # them in one place or the other.
+            readable.poll()
             self._holding.add(read_end)
+            chunk = _read(read_end)
+            if not chunk:
+                self._holding.discard(read_end)
+                break
             self._keep(chunk)
             self._holding.discard(read_end)
             view = memoryview(chunk)

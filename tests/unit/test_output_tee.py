@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
         process.start()
         process.join()
         print("parent line", flush=True)
-        kept = tee.text()
+        kept = tee.text(drain_s=60)  # a loaded machine may take long to run the relays
         tee.forget()
         print("after forget", flush=True)
         forgotten = tee.text()
