@@ -76,6 +76,26 @@ def _one_cpu_process(vllm_config: VllmConfig, chosen: bool) -> Iterator[None]:
         yield
 
 
+async def warm_up(engine: AsyncLLM) -> None:
+    """On CPU, one request of one token, so the first job does not pay for the engine's lazy
+    set-up (about 0.7 s of its first forward pass: vLLM skips its own warm-up on CPU with eager
+    mode and a fixed KV cache size). Run beside the serving layer's build, which uses the
+    worker's core while this uses the engine's. GPUs keep vLLM's own warm-up only; a failure
+    here is left for the first job to meet."""
+    from vllm import SamplingParams
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu() or engine.model_config.runner_type != "generate":
+        return
+    try:
+        async for _ in engine.generate(
+            {"prompt_token_ids": [0]}, SamplingParams(max_tokens=1), "warm-up"
+        ):
+            pass
+    except Exception as error:  # only a speed-up: the first job meets any real error
+        logger.debug("engine warm-up request failed: %r", error)
+
+
 def warn_if_context_cut(engine: AsyncLLM, config: Config) -> None:
     """Log a warning when vLLM's auto-fit served less than the model's context, because the
     KV cache cannot hold one request of that length (MAX_MODEL_LEN unset)."""
