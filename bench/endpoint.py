@@ -124,8 +124,9 @@ def openai_path(openai, served_model: str):
         )
         counted = 0
         async for chunk in stream:
-            # A chunk per engine step, usually one token; the first carries only the role.
-            if chunk.choices and chunk.choices[0].delta.role is None:
+            # A chunk per engine step (vLLM's server) or per batch of steps (the worker), counted
+            # as one token until the usage chunk; the first chunk carries only the role.
+            if chunk.choices and chunk.choices[0].delta.content:
                 counted += 1
                 yield 1
             elif chunk.usage:  # the last chunk: steps that carried several tokens
