@@ -6,7 +6,9 @@ costs, as a GPU would), phases run one after another on the same machine and mod
 1. in a fresh process (`bench.inprocess`): raw vLLM, then the worker's handler called
    in-process (native streaming, native not streaming, OpenAI chat streaming);
 2. the full path through a local endpoint (`python -m vllm_worker.local`), whose cold start is
-   timed from the worker's own log lines.
+   timed from the worker's own log lines;
+3. what users run instead: vLLM's own OpenAI server (`bench.vllm_server`), driven by the same
+   OpenAI client as the endpoint's OpenAI route.
 
 Results go to docs/benchmark.md and docs/benchmark.png (or `--out`); logs to a temporary folder.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import endpoint, report
+from bench import endpoint, report, vllm_server
 from bench.common import Workload, other_engines
 from bench.tiny_model import ensure_tiny_model
 
@@ -157,10 +159,16 @@ def main() -> None:
         served = endpoint.run(
             workload, logs / f"{workload.name}-endpoint.log", lambda m: log(f"  [endpoint] {m}")
         )
+        log("  [vllm serve] starting vLLM's own OpenAI server")
+        theirs = vllm_server.run(
+            workload,
+            logs / f"{workload.name}-vllm-server.log",
+            lambda m: log(f"  [vllm serve] {m}"),
+        )
         run["workloads"].append(
             {
                 "workload": dataclasses.asdict(workload),
-                "results": inprocess["results"] + served["results"],
+                "results": inprocess["results"] + served["results"] + theirs["results"],
                 "cold_start": served["cold_start"],
             }
         )

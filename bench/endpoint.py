@@ -101,6 +101,16 @@ def make_paths(client: aiohttp.ClientSession, openai, url: str, served_model: st
             raise RuntimeError(f"runsync: {result}")
         yield result["output"][-1]["usage"]["output"]
 
+    return {
+        "endpoint-stream": run_stream,
+        "endpoint-runsync": runsync,
+        "endpoint-openai": openai_path(openai, served_model),
+    }
+
+
+def openai_path(openai, served_model: str):
+    """Streaming chat completions through an `openai.AsyncOpenAI` client, at any server."""
+
     async def openai_stream(index: int, max_tokens: int):
         params = sampling_params(max_tokens)
         stream = await openai.chat.completions.create(
@@ -114,18 +124,15 @@ def make_paths(client: aiohttp.ClientSession, openai, url: str, served_model: st
         )
         counted = 0
         async for chunk in stream:
-            # A chunk per engine step, usually one token; the first carries only the role.
-            if chunk.choices and chunk.choices[0].delta.role is None:
+            # A chunk per engine step (vLLM's server) or per batch of steps (the worker), counted
+            # as one token until the usage chunk; the first chunk carries only the role.
+            if chunk.choices and chunk.choices[0].delta.content:
                 counted += 1
                 yield 1
             elif chunk.usage:  # the last chunk: steps that carried several tokens
                 yield chunk.usage.completion_tokens - counted
 
-    return {
-        "endpoint-stream": run_stream,
-        "endpoint-runsync": runsync,
-        "endpoint-openai": openai_stream,
-    }
+    return openai_stream
 
 
 async def _phases(endpoint: LocalEndpoint, workload: Workload, log: Callable) -> list[dict]:

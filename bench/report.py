@@ -21,6 +21,7 @@ PATHS = {
     "endpoint-stream": "endpoint `/run` + `/stream`",
     "endpoint-runsync": "endpoint `/runsync`, not streaming",
     "endpoint-openai": "endpoint, OpenAI client, streaming",
+    "vllm-openai": "vLLM's own OpenAI server (`vllm serve`), OpenAI client, streaming",
 }
 SHORT = {
     "raw": "raw",
@@ -30,15 +31,24 @@ SHORT = {
     "endpoint-stream": "endpoint\n/stream",
     "endpoint-runsync": "endpoint\n/runsync",
     "endpoint-openai": "endpoint\nOpenAI",
+    "vllm-openai": "vllm serve\nOpenAI",
 }
 STREAMING = {"raw", "handler-stream", "handler-openai", "endpoint-stream", "endpoint-openai"}
+STREAMING |= {"vllm-openai"}
+#: Our OpenAI route against vLLM's own server: least share of its tokens/s, most extra TTFT.
+VS_VLLM = ("endpoint-openai", "vllm-openai", 0.90, 10)
 #: (workload, path, concurrency, least share of raw tokens/s, most extra p50 TTFT in ms)
 TARGETS = [
     ("tiny", "handler-stream", 16, 0.97, 5),
     ("tiny", "handler-openai", 16, 0.95, 8),
     ("tiny", "endpoint-stream", 16, 0.90, 20),
     ("tiny", "endpoint-openai", 16, 0.90, 20),
-    *[("default", path, c, 0.97, None) for c in CONCURRENCIES for path in PATHS if path != "raw"],
+    *[
+        ("default", path, c, 0.97, None)
+        for c in CONCURRENCIES
+        for path in PATHS
+        if path not in ("raw", "vllm-openai")
+    ],
 ]
 #: Non-streaming counts as "not slower" within this share of the streaming path's tokens/s,
 #: the order of the round-to-round spread of raw vLLM on this machine.
@@ -175,6 +185,28 @@ def _targets(summaries: dict[str, list[Row]]) -> list[str]:
                 f"{row.ttft_delta_ms:+.1f} ms",
                 met,
             )
+    ours, theirs, share, ttft_ms = VS_VLLM
+    for workload, rows in summaries.items():
+        for conc in CONCURRENCIES:
+            a, b = _find(rows, ours, conc), _find(rows, theirs, conc)
+            if a and b:
+                ratio, later = a.tok_s / b.tok_s, 1000 * (a.ttft_p50 - b.ttft_p50)
+                add(
+                    workload,
+                    ours,
+                    conc,
+                    f"≥ {share:.2f} x vLLM server tok/s",
+                    f"{ratio:.3f}",
+                    ratio >= share,
+                )
+                add(
+                    workload,
+                    ours,
+                    conc,
+                    f"TTFT p50 ≤ vLLM server + {ttft_ms} ms",
+                    f"{later:+.1f} ms",
+                    later <= ttft_ms,
+                )
     for workload, rows in summaries.items():
         for final, stream in (
             ("handler-final", "handler-stream"),
@@ -192,6 +224,26 @@ def _targets(summaries: dict[str, list[Row]]) -> list[str]:
                         f"{share:.3f} x streaming",
                         share >= NOT_SLOWER,
                     )
+    return lines
+
+
+def _versus_vllm(rows: list[Row]) -> list[str]:
+    """Our endpoint's OpenAI route beside vLLM's own server, same client and workload."""
+    ours, theirs, _, _ = VS_VLLM
+    lines = [
+        "| conc. | endpoint tok/s | vLLM server tok/s | x vLLM server | endpoint TTFT p50 ms | "
+        "vLLM server TTFT p50 ms | Δ TTFT p50 ms | Δ TTFT p90 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for conc in CONCURRENCIES:
+        a, b = _find(rows, ours, conc), _find(rows, theirs, conc)
+        if a and b:
+            lines.append(
+                f"| {conc} | {a.tok_s:.0f} | {b.tok_s:.0f} | {a.tok_s / b.tok_s:.3f} | "
+                f"{_ms(a.ttft_p50)} | {_ms(b.ttft_p50)} | "
+                f"{1000 * (a.ttft_p50 - b.ttft_p50):+.1f} | "
+                f"{1000 * (a.ttft_p90 - b.ttft_p90):+.1f} |"
+            )
     return lines
 
 
@@ -254,6 +306,15 @@ def markdown(run: dict[str, Any], summaries: dict[str, list[Row]]) -> str:
             *_endpoint_table(rows),
             "",
         ]
+        if any(r.path == VS_VLLM[1] for r in rows):
+            lines += [
+                "The endpoint's OpenAI route against vLLM's own OpenAI server, started as "
+                "`vllm serve` starts it with the worker's settings (its worker CPU column above "
+                "is the server process; its engine is a core and a model-runner process):",
+                "",
+                *_versus_vllm(rows),
+                "",
+            ]
     lines += ["## Targets", "", *_targets(summaries), "", "## Cold start", ""]
     lines += [
         "From spawning `python -m vllm_worker.local` to the worker's first job poll, split by "

@@ -5,6 +5,7 @@ Run as `python -m vllm_worker` with the runpod SDK's usual flags and environment
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import logging
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
 
     from vllm_worker.config import Config
     from vllm_worker.output_tee import OutputTee
+
+#: Modules the worker needs once the engine is up, imported while it starts.
+_IMPORTED_DURING_ENGINE_START = (
+    "runpod",
+    "vllm.entrypoints.launchers.app",
+    "vllm.entrypoints.launchers.api_server.app_state",
+)
+
+
+def _import(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 def main() -> None:
@@ -61,9 +74,9 @@ def main() -> None:
 
         from vllm_worker.engine import start_engine
 
-        # The SDK takes about a second to import; the engine's own process keeps this one
-        # waiting.
-        sdk_import = threading.Thread(target=importlib.import_module, args=("runpod",))
+        # The SDK and vLLM's OpenAI app take about two seconds to import; the engine's own
+        # process keeps this one waiting meanwhile.
+        sdk_import = threading.Thread(target=_import, args=(_IMPORTED_DURING_ENGINE_START,))
         sdk_import.start()
         engine_started = time.perf_counter()
         engine = start_engine(config)
@@ -92,7 +105,7 @@ def _serve(
 
     from vllm_worker import failed_worker
     from vllm_worker import worker as assembly
-    from vllm_worker.engine import EngineWatch, warn_if_context_cut
+    from vllm_worker.engine import EngineWatch, warm_up, warn_if_context_cut
     from vllm_worker.serving import ServingError
     from vllm_worker.startup_failure import classify
 
@@ -117,9 +130,13 @@ def _serve(
     }
 
     async def on_start() -> None:
+        warming = asyncio.ensure_future(warm_up(engine))
+        await asyncio.sleep(0)  # its request reaches the engine before the serving build runs
         try:
             await worker.start(envs.VLLM_LOG_STATS_INTERVAL)
+            await warming
         except Exception as error:
+            warming.cancel()
             failure = classify(error, tee.text(), config, os.environ)
             if failure is None:
                 raise

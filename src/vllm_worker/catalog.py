@@ -66,6 +66,7 @@ MODEL, COMMON_VLLM, WORKER = "Model", "Common vLLM settings", "Worker"
 #: Variables the worker reads that are not in the console form, and why.
 NOT_LISTED = {
     "XDG_CACHE_HOME": "the XDG cache root, only a fallback of WORKER_CACHE_DIR",
+    "WORKER_TRACE": "a folder for hop timestamps of streamed items (vllm_worker.trace), debugging",
     **{name: "local endpoint only" for name in LocalEndpointSettings.env_names()},
 }
 

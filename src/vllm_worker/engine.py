@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from vllm_worker.config import Config, engine_args
 
 if TYPE_CHECKING:
+    from vllm.config import VllmConfig
     from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger(__name__)
@@ -20,11 +23,77 @@ DEATH_GRACE_S = 3.0
 
 
 def start_engine(config: Config) -> AsyncLLM:
-    """Create the `AsyncLLMEngine`; its core runs in a child process vLLM spawns."""
+    """Create the `AsyncLLMEngine`; its core runs in a child process vLLM spawns.
+
+    On CPU with one model runner, the model runs inside that engine-core process (vLLM's
+    uni-process executor) instead of a third process: see `_one_cpu_process`.
+    """
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.executor import Executor
 
-    return AsyncLLM.from_engine_args(engine_args(config), usage_context=UsageContext.API_SERVER)
+    args = engine_args(config)
+    vllm_config = args.create_engine_config(UsageContext.API_SERVER)
+    with _one_cpu_process(vllm_config, "distributed_executor_backend" in config.given):
+        return AsyncLLM(
+            vllm_config=vllm_config,
+            executor_class=Executor.get_class(vllm_config),
+            log_requests=args.enable_log_requests,
+            log_stats=not args.disable_log_stats,
+            usage_context=UsageContext.API_SERVER,
+        )
+
+
+@contextlib.contextmanager
+def _one_cpu_process(vllm_config: VllmConfig, chosen: bool) -> Iterator[None]:
+    """On CPU, run the model in the engine-core process, bound as vLLM binds a model runner.
+
+    vLLM's CPU platform turns the uni-process executor into the multiprocessing one, because
+    in a process that embeds vLLM (`LLM` without multiprocessing) it cannot set up OpenMP.
+    `AsyncLLM` always runs the engine core in a process of its own, spawned here, so giving
+    that process the OpenMP variables vLLM gives its model-runner process (threads pinned to
+    the cores it does not reserve for the scheduler) is the same set-up, one process fewer:
+    no second import of torch and vLLM at start-up (about 10 s on 2 cores), and no scheduler
+    busy-polling the model runner's shared-memory queue on the core the worker and the
+    local endpoint run on. GPUs, several model runners, or a backend the user chose keep
+    vLLM's choice.
+    """
+    from vllm.platforms import current_platform
+
+    parallel = vllm_config.parallel_config
+    if (
+        chosen
+        or not current_platform.is_cpu()
+        or parallel.world_size_across_dp != 1
+        or parallel.distributed_executor_backend != "mp"
+    ):
+        yield
+        return
+    from vllm.utils.ompmultiprocessing import OMPProcessManager
+
+    parallel.distributed_executor_backend = "uni"
+    with OMPProcessManager(vllm_config).configure_omp_envs(rank=0, local_rank=0):
+        yield
+
+
+async def warm_up(engine: AsyncLLM) -> None:
+    """On CPU, one request of one token, so the first job does not pay for the engine's lazy
+    set-up (about 0.7 s of its first forward pass: vLLM skips its own warm-up on CPU with eager
+    mode and a fixed KV cache size). Run beside the serving layer's build, which uses the
+    worker's core while this uses the engine's. GPUs keep vLLM's own warm-up only; a failure
+    here is left for the first job to meet."""
+    from vllm import SamplingParams
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu() or engine.model_config.runner_type != "generate":
+        return
+    try:
+        async for _ in engine.generate(
+            {"prompt_token_ids": [0]}, SamplingParams(max_tokens=1), "warm-up"
+        ):
+            pass
+    except Exception as error:  # only a speed-up: the first job meets any real error
+        logger.debug("engine warm-up request failed: %r", error)
 
 
 def warn_if_context_cut(engine: AsyncLLM, config: Config) -> None:

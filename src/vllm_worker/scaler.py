@@ -33,11 +33,14 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+import aiohttp
 import runpod
 import uvloop
 from filelock import FileLock
 from runpod.http_client import AsyncClientSession
 from runpod.serverless.modules import rp_scale
+
+from vllm_worker import trace
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ class JobScaler(rp_scale.JobScaler):
     on_start: ClassVar[Callable[[], Awaitable[None]] | None] = None
 
     def __init__(self, config: dict) -> None:
+        if trace.ENABLED:
+            trace.start("worker")
+            config = {**config, "handler": trace.traced_handler(config["handler"])}
         super().__init__(config)
         # The worker's concurrency is fixed: size the queue once, here, so `set_scale` never
         # swaps it for a new one while `run_jobs` waits on it.
@@ -79,7 +85,8 @@ class JobScaler(rp_scale.JobScaler):
         self._loop = asyncio.get_running_loop()
         if (on_start := type(self).on_start) is not None:  # a plain function, not a method
             await on_start()
-        async with AsyncClientSession() as session:
+        traces = [_post_trace()] if trace.ENABLED else []
+        async with AsyncClientSession(trace_configs=traces) as session:
             self._taking = asyncio.create_task(self.get_jobs(session))
             stopping = asyncio.create_task(self.monitor_stop_signals(session))
             await self.run_jobs(session)
@@ -159,6 +166,25 @@ class JobScaler(rp_scale.JobScaler):
             logger.warning("grace period over: cancelling %d job(s)", len(left))
         for task in left:
             task.cancel()
+
+
+def _post_trace() -> aiohttp.TraceConfig:
+    """Marks when the SDK starts each POST of a streamed item or result, when its body is
+    written to the socket, and when the endpoint's answer is back."""
+    config = aiohttp.TraceConfig()
+
+    def marker(hop: str) -> Callable[..., Awaitable[None]]:
+        async def on(session: object, context: object, params: Any) -> None:
+            parts = params.url.path.split("/")
+            if params.method == "POST" and len(parts) > 2:
+                trace.mark(hop, parts[-1], kind=parts[-3])  # .../job-stream/<worker>/<job>
+
+        return on
+
+    config.on_request_start.append(marker("post"))
+    config.on_request_chunk_sent.append(marker("post_sent"))
+    config.on_request_end.append(marker("post_answered"))
+    return config
 
 
 def _write_progress(jobs: set, path: str) -> None:

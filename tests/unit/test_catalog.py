@@ -83,8 +83,9 @@ def test_console_lists_exactly_what_the_worker_reads():
 
 
 def test_every_variable_is_read_through_a_settings_model():
-    # XDG_CACHE_HOME is the XDG Base Directory standard's, only a fallback of WORKER_CACHE_DIR.
-    assert set(environ_reads()) == {"XDG_CACHE_HOME"}
+    # XDG_CACHE_HOME is the XDG Base Directory standard's, only a fallback of WORKER_CACHE_DIR;
+    # WORKER_TRACE turns on a debugging trace, read once at import so that off costs nothing.
+    assert set(environ_reads()) == {"XDG_CACHE_HOME", "WORKER_TRACE"}
 
 
 def test_local_endpoint_settings_stay_out_of_the_console():

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from typing import ClassVar
 
 SCRIPT = textwrap.dedent(
     """
@@ -73,3 +74,56 @@ async def test_a_dead_engine_fails_the_waiting_requests_at_once():
         watch.stop()  # ends the grace period without exiting this process
         output_handler.cancel()
     assert len(errors) == 1 and isinstance(errors[0], EngineDeadError)
+
+
+class _FakeOmp:
+    entered: ClassVar[list[tuple[int, int]]] = []
+
+    def __init__(self, vllm_config: object) -> None:
+        pass
+
+    def configure_omp_envs(self, rank: int, local_rank: int):
+        import contextlib
+
+        _FakeOmp.entered.append((rank, local_rank))
+        return contextlib.nullcontext()
+
+
+def _config(world_size: int = 1, backend: str = "mp"):
+    import types
+
+    parallel = types.SimpleNamespace(
+        world_size_across_dp=world_size, distributed_executor_backend=backend
+    )
+    return types.SimpleNamespace(parallel_config=parallel)
+
+
+def test_on_cpu_one_model_runner_runs_in_the_engine_core_bound_as_vllm_binds_it(monkeypatch):
+    from vllm.utils import ompmultiprocessing
+
+    from vllm_worker.engine import _one_cpu_process
+
+    monkeypatch.setattr(ompmultiprocessing, "OMPProcessManager", _FakeOmp)
+    _FakeOmp.entered = []
+    config = _config()
+    with _one_cpu_process(config, chosen=False):  # type: ignore[arg-type]
+        assert config.parallel_config.distributed_executor_backend == "uni"
+        assert _FakeOmp.entered == [(0, 0)]  # the engine core is spawned inside
+
+
+def test_a_chosen_backend_several_runners_or_a_gpu_keep_vllms_choice(monkeypatch):
+    from vllm.platforms import current_platform
+    from vllm.utils import ompmultiprocessing
+
+    from vllm_worker.engine import _one_cpu_process
+
+    monkeypatch.setattr(ompmultiprocessing, "OMPProcessManager", _FakeOmp)
+    _FakeOmp.entered = []
+    for config, chosen in ((_config(), True), (_config(world_size=2), False)):
+        with _one_cpu_process(config, chosen):  # type: ignore[arg-type]
+            assert config.parallel_config.distributed_executor_backend == "mp"
+    monkeypatch.setattr(current_platform, "is_cpu", lambda: False)
+    config = _config()
+    with _one_cpu_process(config, chosen=False):  # type: ignore[arg-type]
+        assert config.parallel_config.distributed_executor_backend == "mp"
+    assert _FakeOmp.entered == []

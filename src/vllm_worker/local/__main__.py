@@ -18,7 +18,7 @@ from types import FrameType
 
 import uvicorn
 
-from vllm_worker import failed_worker, logs
+from vllm_worker import failed_worker, logs, trace
 from vllm_worker.config import ConfigError
 from vllm_worker.local.app import build_app
 from vllm_worker.local.settings import LocalEndpointSettings
@@ -155,6 +155,9 @@ async def serve(settings: LocalEndpointSettings, shutdown_grace_s: float) -> int
         lifespan=lifespan,
         worker_failure=worker.start_up_failure,
     )
+    if trace.ENABLED:
+        trace.start("endpoint")
+        app = trace.asgi(app)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False
     )
