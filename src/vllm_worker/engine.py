@@ -83,14 +83,13 @@ async def warm_up(engine: AsyncLLM) -> None:
     worker's core while this uses the engine's. GPUs keep vLLM's own warm-up only; a failure
     here is left for the first job to meet."""
     from vllm import SamplingParams
+    from vllm.inputs import tokens_input
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu() or engine.model_config.runner_type != "generate":
         return
     try:
-        async for _ in engine.generate(
-            {"prompt_token_ids": [0]}, SamplingParams(max_tokens=1), "warm-up"
-        ):
+        async for _ in engine.generate(tokens_input([0]), SamplingParams(max_tokens=1), "warm-up"):
             pass
     except Exception as error:  # only a speed-up: the first job meets any real error
         logger.debug("engine warm-up request failed: %r", error)
