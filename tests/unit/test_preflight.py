@@ -112,14 +112,16 @@ def test_a_missing_tokenizer_revision_names_tokenizer_revision(hub, monkeypatch)
     )
 
 
-def test_a_server_error_or_no_hub_at_all_is_let_through(hub, caplog):
-    # The worker's logger stops propagating once `logs.setup` ran (an earlier test may have).
-    logger = logging.getLogger("vllm_worker")
-    logger.addHandler(caplog.handler)
+def test_a_server_error_or_no_hub_at_all_is_let_through(hub, caplog, monkeypatch):
+    # Listen on the module's own logger: earlier tests in a session may have stopped the
+    # worker's loggers from propagating (`logs.setup`) or disabled them (a logging config).
+    monkeypatch.setattr(preflight.logger, "disabled", False)
+    monkeypatch.setattr(preflight.logger, "level", logging.WARNING)
+    preflight.logger.addHandler(caplog.handler)
     try:
         assert failure_of({**hub, "MODEL_NAME": fake_hub.BROKEN}) is None
     finally:
-        logger.removeHandler(caplog.handler)
+        preflight.logger.removeHandler(caplog.handler)
     assert "could not check acme/broken on the Hugging Face Hub" in caplog.text
     closed = {"HF_ENDPOINT": "http://127.0.0.1:9", "MODEL_NAME": fake_hub.MISSING}
     assert failure_of(closed) is None
