@@ -19,6 +19,8 @@ from vllm_worker.config import Config, WorkerSettings
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    from vllm_worker.worker import Worker
+
 
 def default_model_folder() -> Path:
     """The default model's folder, prepared on first use in this machine's worker cache."""
@@ -34,6 +36,19 @@ def handler_with(engine: AsyncLLM, config: Config, **settings: Any) -> Callable:
 
     changed = config.worker.model_copy(update=settings)
     return worker.build(engine, dataclasses.replace(config, worker=changed)).handler
+
+
+def worker_with_flags(engine: AsyncLLM, config: Config, **flags: Any) -> Worker:
+    """A second worker on the same engine whose serving layer has other `vllm serve` flags
+    (`chat_template=...`, `tool_call_parser=...`): the flags the OpenAI layer reads, not the
+    engine's."""
+    import argparse
+    import dataclasses
+
+    from vllm_worker import worker
+
+    args = argparse.Namespace(**{**vars(config.vllm_args), **flags})
+    return worker.build(engine, dataclasses.replace(config, vllm_args=args))
 
 
 async def run_job(

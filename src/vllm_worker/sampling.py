@@ -280,7 +280,9 @@ def parse(raw: object) -> Plan:
             except ValidationError as error:
                 raise JobInputError(describe(error, f"sampling_params.{name}")) from None
             except (TypeError, ValueError, VLLMError) as error:
-                raise JobInputError(f"sampling_params.{name}: {_one_line(error)}") from None
+                raise JobInputError(
+                    f"sampling_params.{name}: {vllm_errors.message_of(error)}"
+                ) from None
     best_of = params.best_of if params.best_of and params.best_of > params.n else None
     if params.use_beam_search:
         values["n"] = 1  # each search step is one greedy request
@@ -315,10 +317,6 @@ def parse(raw: object) -> Plan:
         logprobs=params.logprobs is not None or params.logprob_token_ids is not None,
         prompt_logprobs=params.prompt_logprobs is not None,
     )
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
 
 
 def markdown_table() -> str:

@@ -5,14 +5,10 @@ streamed, on the real engine and the default model."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
 import pytest
 
 from tests.engine.test_openai_jobs import chunks
-from tests.helpers import run_job
-from vllm_worker import worker
+from tests.helpers import run_job, worker_with_flags
 from vllm_worker.default_model import HUB_ID
 
 WEATHER_TOOL = {
@@ -27,12 +23,6 @@ WEATHER_TOOL = {
         },
     },
 }
-
-
-def built_with(engine, config, **flags) -> worker.Worker:
-    """A worker on the same engine with other `vllm serve` flags for its OpenAI layer."""
-    args = argparse.Namespace(**{**vars(config.vllm_args), **flags})
-    return worker.build(engine, dataclasses.replace(config, vllm_args=args))
 
 
 def chat_job(stream: bool, **fields) -> dict:
@@ -69,7 +59,9 @@ def merged_deltas(parsed: list[dict]) -> dict[int, dict]:
 
 @pytest.fixture(scope="module")
 def tool_worker(engine, config):
-    return built_with(engine, config, enable_auto_tool_choice=True, tool_call_parser="hermes")
+    return worker_with_flags(
+        engine, config, enable_auto_tool_choice=True, tool_call_parser="hermes"
+    )
 
 
 async def test_tool_calls_do_not_depend_on_the_batch_size(tool_worker):
@@ -88,7 +80,7 @@ async def test_tool_calls_do_not_depend_on_the_batch_size(tool_worker):
 
 
 async def test_reasoning_is_parsed_the_same_streamed(engine, config):
-    thinking = built_with(engine, config, reasoning_parser="deepseek_r1")
+    thinking = worker_with_flags(engine, config, reasoning_parser="deepseek_r1")
     whole = (await run_job(thinking.handler, chat_job(False)))[0]["choices"][0]
     streamed = merged_deltas(chunks(await run_job(thinking.handler, chat_job(True))))[0]
     message = whole["message"]

@@ -1,13 +1,18 @@
 """OpenAI jobs through the real handler, on the real engine and the default model."""
 
-import argparse
 import asyncio
-import dataclasses
 import json
 
 import pytest
 
-from tests.helpers import cancel_mid_request, handler_with, keeps_batch_promise, run_job, wait_idle
+from tests.helpers import (
+    cancel_mid_request,
+    handler_with,
+    keeps_batch_promise,
+    run_job,
+    wait_idle,
+    worker_with_flags,
+)
 from vllm_worker.batching import BatchPolicy
 from vllm_worker.default_model import HUB_ID
 
@@ -229,12 +234,10 @@ async def test_raw_output_off_yields_lists_of_chunks(parsed_handler, handler):
 
 
 async def test_a_broken_serving_setting_stops_start_up_and_fails_every_job(engine, config):
-    from vllm_worker import worker
     from vllm_worker.serving import ServingError
 
     # config.load refuses this; a template file removed after start-up gets this far.
-    args = argparse.Namespace(**{**vars(config.vllm_args), "chat_template": "/gone.jinja"})
-    broken = worker.build(engine, dataclasses.replace(config, vllm_args=args))
+    broken = worker_with_flags(engine, config, chat_template="/gone.jinja")
     with pytest.raises(ServingError, match=r"could not start.*/gone\.jinja"):
         await broken.start(stats_interval_s=3600)
     # Under the SDK's development modes nothing calls `start`: each job reports the failure.
