@@ -11,6 +11,7 @@ bigram chain run by vLLM's real Llama implementation. Nothing is downloaded.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -142,7 +143,7 @@ def _build(out: Path) -> None:
         embed.normal_()
         head = model.lm_head.weight
         head.zero_()
-        for current, following in zip(chain, chain[1:], strict=False):
+        for current, following in itertools.pairwise(chain):
             # the logit of `following` is 4 * |e|^2 (about 512) when `current` is read, while
             # any other pair of random embeddings scores about 4 * N(0, 128): a clear argmax
             head[following] = 4 * embed[current]

@@ -175,15 +175,16 @@ class TestToolCalls:
                     {
                         "id": call.id,
                         "type": "function",
-                        "function": {"name": call.function.name, "arguments": call.function.arguments},
+                        "function": {
+                            "name": call.function.name,
+                            "arguments": call.function.arguments,
+                        },
                     }
                 ],
             },
             {"role": "tool", "tool_call_id": call.id, "content": result},
         ]
-        answer = self.ask(
-            client, model, messages=conversation, tool_choice="none", max_tokens=30
-        )
+        answer = self.ask(client, model, messages=conversation, tool_choice="none", max_tokens=30)
         message = answer.choices[0].message
         assert not message.tool_calls
         assert message.content and message.content.strip(), answer
