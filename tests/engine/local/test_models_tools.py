@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers import text_of
 from tests.models import reasoning
+from tests.models.tools import HERMES_TEMPLATE
 from vllm_worker.local.testing import LocalEndpoint
 
 WEATHER_SCHEMA = {
@@ -39,35 +40,6 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 #: Enough for the grammar-forced call: on this model `<tool_call>` alone is 8 tokens.
 CALL_TOKENS = 100
-
-#: Hermes' format (the one vLLM's hermes parser reads) in ChatML: the tools as JSON in the
-#: system turn, an assistant's calls as `<tool_call>` blocks, tool results as user turns.
-HERMES_TEMPLATE = """\
-{%- if tools %}<|im_start|>system
-You may call one or more functions to answer the user. Their signatures:
-<tools>
-{%- for tool in tools %}
-{{ tool | tojson }}
-{%- endfor %}
-</tools>
-For each call, answer <tool_call>{"name": <function-name>, "arguments": <args-json-object>}\
-</tool_call><|im_end|>
-{% endif %}
-{%- for message in messages %}
-{%- if message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant
-{%- for call in message.tool_calls %}
-<tool_call>{"name": "{{ call.function.name }}", "arguments": \
-{{ call.function.arguments if call.function.arguments is string \
-else call.function.arguments | tojson }}}</tool_call>
-{%- endfor %}<|im_end|>
-{% elif message.role == 'tool' %}<|im_start|>user
-<tool_response>{{ message.content }}</tool_response><|im_end|>
-{% else %}<|im_start|>{{ message.role }}
-{{ message.content }}<|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
 
 
 def client_of(endpoint: LocalEndpoint) -> Any:
