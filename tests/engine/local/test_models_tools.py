@@ -159,7 +159,9 @@ class TestToolCalls:
         answer = self.ask(client, model, messages=conversation, tool_choice="none", max_tokens=30)
         message = answer.choices[0].message
         assert not message.tool_calls
-        assert message.content and message.content.strip(), answer
+        # the 135M model answers by repeating the result it was given (seen: the result in
+        # <tool_response> tags); what matters here is that the result reached it
+        assert "18 degrees" in message.content, answer
         # the call and its result were in the prompt: it grew by at least the result's tokens
         assert answer.usage.prompt_tokens > first.usage.prompt_tokens + len(result.split())
 
