@@ -1,0 +1,151 @@
+"""A tiny Llama whose tokenizer has `<think>` and `</think>` as single tokens and whose weights
+make greedy decoding write one known answer: `<think>` REASONING `</think>` CONTENT, then EOS.
+
+vLLM's `<think>` reasoning parsers (deepseek_r1, qwen3, ...) look the two markers up as
+single vocabulary entries; the default model's tokenizer has neither, so a reasoning test
+needs its own model. Random weights would never close the thought, so the weights are set by
+hand: every layer's output projections are zero (the residual stream stays the current
+token's embedding) and the output head maps each token of the answer to the next one, a
+bigram chain run by vLLM's real Llama implementation. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from vllm_worker.config import WorkerSettings
+
+NAME = "test-reasoning-llama"
+
+THINK, END_THINK = "<think>", "</think>"
+#: What the model thinks and what it answers; each word must be one token of the vocabulary
+#: (checked at build time), and no token may repeat, as the chain has one successor per token.
+REASONING_WORDS = ["The", " capital", " of", " France"]
+CONTENT_WORDS = ["Paris", "."]
+REASONING = "".join(REASONING_WORDS)
+CONTENT = "".join(CONTENT_WORDS)
+
+#: ChatML; the generation prompt ends with a newline, the token the chain starts from.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+EOS = "<|im_end|>"
+CORPUS = [
+    "The capital of France is Paris. The capital of Italy is Rome.",
+    "Paris is a city; Rome is a city too.",
+    "What is the capital of France? Think first, then answer in one word.",
+    "The user asks a question; the assistant thinks about it and answers briefly.",
+    "Numbers such as 0123456789 and words such as weather, city and answer appear too.",
+] * 3
+
+
+def ensure_reasoning_model() -> Path:
+    """The model's folder under the worker cache, built on first use (a few seconds) and
+    renamed into place only once complete, so a concurrent or interrupted build leaves no
+    half-written model."""
+    cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
+    target = cache / "models" / NAME
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{NAME}.tmp-", dir=target.parent))
+    try:
+        _build(work)
+        for path in [work, *work.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _tokenizer():  # type: ignore[no-untyped-def]
+    """A byte-level BPE trained on `CORPUS`, ChatML specials, the think markers added as
+    ordinary (not special) tokens so decoded text keeps them, as DeepSeek-R1's tokenizer does."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(CORPUS, trainer)
+    bpe.add_tokens([AddedToken(THINK, special=False), AddedToken(END_THINK, special=False)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token=EOS,
+        unk_token="<|endoftext|>",
+        pad_token=EOS,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def answer_ids(tokenizer) -> list[int]:  # type: ignore[no-untyped-def]
+    """The token ids of the answer, from the newline ending the prompt to EOS.
+
+    Raises:
+        ValueError: a word is not one token, or a token repeats (the chain would loop).
+    """
+    words = ["\n", THINK, *REASONING_WORDS, END_THINK, *CONTENT_WORDS]
+    ids = []
+    for word in words:
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"{word!r} is {len(encoded)} tokens, not one")
+        ids.append(encoded[0])
+    ids.append(tokenizer.convert_tokens_to_ids(EOS))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the answer repeats a token: {ids}")
+    return ids
+
+
+def _build(out: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _tokenizer()
+    chain = answer_ids(tokenizer)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=64,  # CPU attention rejects 16
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:  # no layer changes the residual stream
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = model.model.embed_tokens.weight
+        embed.normal_()
+        head = model.lm_head.weight
+        head.zero_()
+        for current, following in itertools.pairwise(chain):
+            # the logit of `following` is 4 * |e|^2 (about 512) when `current` is read, while
+            # any other pair of random embeddings scores about 4 * N(0, 128): a clear argmax
+            head[following] = 4 * embed[current]
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
