@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from vllm_worker import vllm_errors
+from vllm_worker import vllm_errors, vllm_fixes
 from vllm_worker.coalesce import BatchingEngineClient
 from vllm_worker.errors import JobError
 
@@ -98,6 +98,7 @@ class Serving:
                 ToolParserManager.import_tool_parser(args.tool_parser_plugin)
             if args.reasoning_parser_plugin:
                 ReasoningParserManager.import_reasoning_parser(args.reasoning_parser_plugin)
+            vllm_fixes.apply()
             tasks = await self._engine.get_supported_tasks()
             app = build_app(args, tasks, self._engine.model_config)
             # The app's streams come in each OpenAI job's batches (see `coalesce`).

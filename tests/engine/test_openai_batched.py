@@ -1,7 +1,8 @@
 """What vLLM's OpenAI layer adds on top of the engine still holds when its streams come in
-batches (`coalesce.BatchingEngineClient`): tool-call and reasoning parsers, logprobs, `n > 1`,
-usage and finish reasons. Each test compares a streamed request with the same request not
-streamed, on the real engine and the default model."""
+batches (`coalesce.BatchingEngineClient`): the tool-call parser, logprobs, `n > 1`, usage and
+finish reasons. Each test compares a streamed request with the same request not streamed, on the
+real engine and the default model. (The reasoning parser needs a model with `<think>` tokens:
+tests/engine/local/test_models_tools.py.)"""
 
 from __future__ import annotations
 
@@ -77,19 +78,6 @@ async def test_tool_calls_do_not_depend_on_the_batch_size(tool_worker):
         results.append(merged_deltas(chunks(items))[0])
     assert results[0]["calls"], results[0]  # the parser found a call
     assert results[1] == results[0] and results[2] == results[0]
-
-
-async def test_reasoning_is_parsed_the_same_streamed(engine, config):
-    thinking = worker_with_flags(engine, config, reasoning_parser="deepseek_r1")
-    whole = (await run_job(thinking.handler, chat_job(False)))[0]["choices"][0]
-    streamed = merged_deltas(chunks(await run_job(thinking.handler, chat_job(True))))[0]
-    message = whole["message"]
-    reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
-    assert (streamed["reasoning"], streamed["content"] or None) == (
-        reasoning,
-        message["content"] or None,
-    )
-    assert streamed["finish"] == whole["finish_reason"]
 
 
 async def test_n_choices_logprobs_and_usage_match_the_whole_answer(handler):

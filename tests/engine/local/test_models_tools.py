@@ -17,6 +17,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from tests.engine.test_openai_batched import merged_deltas
+from tests.engine.test_openai_jobs import chunks
 from tests.helpers import text_of
 from tests.models import reasoning
 from tests.models.tools import HERMES_TEMPLATE
@@ -207,6 +209,24 @@ class TestReasoning:
         assert parts["reasoning"] == reasoning.REASONING
         assert parts["content"] == reasoning.CONTENT
         assert parts["finish"] == "stop"
+
+    @pytest.mark.parametrize("size", [1, 3, 16])
+    def test_reasoning_is_parsed_the_same_at_any_batch_size(self, endpoint, size):
+        """The parser sees a stream's tokens in batches of `size` (the job's batch policy)."""
+        body = {
+            "model": str(reasoning.ensure_reasoning_model()),
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "temperature": 0,
+            "max_tokens": 20,
+            "stream": True,
+        }
+        job = {"openai_route": "/v1/chat/completions", "openai_input": body}
+        done = endpoint.wait_final(
+            endpoint.run({**job, "min_batch_size": size, "max_batch_size": size})
+        )
+        assert done["status"] == "COMPLETED", done
+        merged = merged_deltas(chunks(done["output"]))[0]
+        assert (merged["reasoning"], merged["content"]) == (reasoning.REASONING, reasoning.CONTENT)
 
     def test_native_job_keeps_the_raw_text(self, endpoint):
         job = {
