@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,6 +167,11 @@ def test_score_and_rerank_are_the_embeddings_cosines(endpoint, reference):
     assert [result["document"]["text"] for result in results] == [KITTEN, TAX]
     np.testing.assert_allclose([r["relevance_score"] for r in results], expected, atol=2e-4)
 
+    # Jina's and Cohere's rerank shapes, through native jobs, rank and score the same.
+    for route in ("/rerank", "/v2/rerank"):
+        body = {"model": HUB_ID, "query": CAT, "documents": [TAX, KITTEN]}
+        assert native_route(endpoint, route, body)["results"] == results, route
+
     # The same scores through a native job on the route vLLM now prefers (no `/v1`).
     native = native_route(
         endpoint, "/score", {"model": HUB_ID, "text_1": CAT, "text_2": [KITTEN, TAX]}
@@ -178,6 +184,24 @@ def test_native_embeddings_job_through_runsync(endpoint, reference):
     assert output["object"] == "list"
     assert len(output["data"]) == 1
     np.testing.assert_allclose(output["data"][0]["embedding"], reference[0], atol=2e-4)
+
+
+def test_cohere_embed_route(endpoint, reference):
+    body = {"model": HUB_ID, "texts": [CAT, TAX], "embedding_types": ["float"]}
+    output = native_route(endpoint, "/v2/embed", body)
+    np.testing.assert_allclose(output["embeddings"]["float"], reference[[0, 2]], atol=2e-4)
+    assert output["meta"]["billed_units"]["input_tokens"] == sum(
+        len(model_tokens(s)) for s in (CAT, TAX)
+    )
+
+
+def test_structured_decisions_route_is_refused_by_vllm(endpoint):
+    """vLLM's app lists `/v1/systemone` for every model but serves it for no BERT model."""
+    body = {"model": HUB_ID, "state": CAT, "questions": {"animal": {"type": "yes_no"}}}
+    failed = runsync(endpoint, {"openai_route": "/v1/systemone", "openai_input": body})
+    assert failed["status"] == "FAILED", failed
+    error = json.loads(failed["error"])["error"]
+    assert error["message"] == "The model does not support the structured decision API", error
 
 
 def test_pooling_tokenize_and_detokenize_routes(endpoint, reference):
