@@ -149,6 +149,21 @@ def test_dimensions_is_refused_for_a_model_without_matryoshka(client):
     )
 
 
+def test_an_input_longer_than_the_model_takes_is_refused_unless_truncated(endpoint, client):
+    import openai
+
+    long_text = " ".join(["cat"] * 300)  # 302 tokens with [CLS] and [SEP]; the model takes 256
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model=HUB_ID, input=long_text)
+    message = refused.value.body["message"]  # type: ignore[index]
+    assert message.startswith("This model's maximum context length is 256 tokens."), message
+    body = {"model": HUB_ID, "input": long_text, "truncate_prompt_tokens": 256}
+    truncated = endpoint.request("POST", "openai/v1/embeddings", body)
+    assert truncated.status_code == 200, truncated.text
+    assert truncated.json()["usage"]["prompt_tokens"] == 256
+    assert len(truncated.json()["data"][0]["embedding"]) == DIMENSIONS
+
+
 def test_score_and_rerank_are_the_embeddings_cosines(endpoint, reference):
     expected = [cosine(reference[0], reference[1]), cosine(reference[0], reference[2])]
     score = endpoint.request(
