@@ -40,7 +40,7 @@ def refusal(field: str, tasks: Collection[str]) -> str | None:
     """
     from vllm.tasks import POOLING_TASKS
 
-    pooling = [task for task in tasks if task in POOLING_TASKS]
+    pooling = sorted(task for task in tasks if task in POOLING_TASKS)  # vLLM's order varies
     if "generate" in tasks or not pooling:
         return None
     route = route_for(pooling)
