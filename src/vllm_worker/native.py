@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
-from vllm_worker import beam, input_bound, native_prompt, sampling, vllm_errors
+from vllm_worker import beam, input_bound, native_prompt, pooling_models, sampling, vllm_errors
 from vllm_worker.batching import BatchPolicy, policy_for
 from vllm_worker.coalesce import coalesce
 from vllm_worker.config import WorkerSettings
@@ -96,6 +96,9 @@ class NativeKind:
         state = await self._serving.state()
         input_bound.check_job(job_input, state)  # before any costly parsing
         job = parse_native(job_input)
+        refused = pooling_models.refusal(job.chat_field, state.tasks)
+        if refused is not None:
+            raise JobInputError(refused)
         return await build_request(job, state, self._settings)
 
     async def run(

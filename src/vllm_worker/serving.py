@@ -65,6 +65,7 @@ class ServingState:
     models: OpenAIServingModels  # served model names and LoRA adapters
     renderer: OnlineRenderer  # chat template, its kwargs and content format, as configured
     tokenizer: TokenizerLike
+    tasks: tuple[str, ...]  # what the model does: `generate`, or pooling tasks (`embed`, ...)
 
 
 class Serving:
@@ -115,6 +116,7 @@ class Serving:
             models=app.state.openai_serving_models,
             renderer=app.state.online_renderer,
             tokenizer=self._engine.get_tokenizer(),
+            tasks=tuple(tasks),
         )
 
 

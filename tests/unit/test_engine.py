@@ -127,3 +127,32 @@ def test_a_chosen_backend_several_runners_or_a_gpu_keep_vllms_choice(monkeypatch
     with _one_cpu_process(config, chosen=False):  # type: ignore[arg-type]
         assert config.parallel_config.distributed_executor_backend == "mp"
     assert _FakeOmp.entered == []
+
+
+class _RecordingEngine:
+    """An engine that records the requests it is sent, for `warm_up`."""
+
+    def __init__(self, runner_type: str) -> None:
+        import types
+
+        self.model_config = types.SimpleNamespace(runner_type=runner_type)
+        self.requests: list[str] = []
+
+    async def generate(self, prompt, params, request_id):
+        self.requests.append(request_id)
+        yield None
+
+
+async def test_warm_up_sends_one_request_to_a_generating_model_and_none_to_a_pooling_one(
+    monkeypatch,
+):
+    from vllm.platforms import current_platform
+
+    from vllm_worker.engine import warm_up
+
+    monkeypatch.setattr(current_platform, "is_cpu", lambda: True)
+    generating, pooling = _RecordingEngine("generate"), _RecordingEngine("pooling")
+    await warm_up(generating)  # type: ignore[arg-type]
+    await warm_up(pooling)  # type: ignore[arg-type]
+    assert generating.requests == ["warm-up"]
+    assert pooling.requests == []  # an embedding model cannot generate: nothing to warm
