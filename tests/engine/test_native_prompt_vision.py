@@ -90,6 +90,11 @@ async def test_render_errors_name_the_field(renderer):
         await native_prompt.render(job(png_url("red"), "data:image/png;base64,%%"), renderer, 3)
     assert str(bad.value) == "messages.0.content.1.image_url: Non-base64 digit found"
 
+    with pytest.raises(JobInputError) as raw:  # vLLM raises NotImplementedError for it
+        await native_prompt.render(job("data:image/png,rawbytes"), renderer, 3)
+    message = "Only base64 data URLs are supported for now."
+    assert str(raw.value) == f"messages.0.content.0.image_url: {message}"
+
     with pytest.raises(JobInputError) as too_many:
         await native_prompt.render(job(png_url("red"), png_url("blue")), renderer, 3)
     assert str(too_many.value) == "messages: At most 1 image(s) may be provided in one prompt."

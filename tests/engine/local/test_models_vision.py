@@ -177,3 +177,21 @@ def test_limit_mm_per_prompt_refuses_a_second_image(endpoint, client, model):
 
     done = native(endpoint, {"messages": conversation(png_url("red")), "sampling_params": SAMPLING})
     assert done["status"] == "COMPLETED", done
+
+
+def test_a_data_url_not_in_base64_fails_the_job_naming_its_part(endpoint, model):
+    """vLLM raises NotImplementedError for it (HTTP 501 on its OpenAI route); a native job
+    fails like any bad image, and the worker keeps serving."""
+    messages = conversation("data:image/png,rawbytes")
+    failed = native(endpoint, {"messages": messages, "sampling_params": SAMPLING})
+    assert failed["status"] == "FAILED", failed
+    reason = "Only base64 data URLs are supported for now."
+    assert failed["error"] == f"messages.0.content.0.image_url: {reason}"
+
+    body = {"model": str(model), "messages": messages, "max_tokens": 3}
+    response = endpoint.request("POST", "openai/v1/chat/completions", body)
+    assert response.status_code == 501, response.text
+    assert response.json()["error"]["message"] == reason
+
+    done = native(endpoint, {"messages": conversation(png_url("red")), "sampling_params": SAMPLING})
+    assert done["status"] == "COMPLETED", done
