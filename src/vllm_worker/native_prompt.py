@@ -11,12 +11,13 @@ rendered input (vLLM deprecates handing it raw prompts).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vllm_worker import vllm_errors
+from vllm_worker import media_parts, vllm_errors
 from vllm_worker.errors import JobInputError, describe
 from vllm_worker.native_input import NativeJob
 from vllm_worker.sampling import SamplingInput
@@ -35,7 +36,8 @@ async def render(job: NativeJob, renderer: OnlineRenderer, max_tokens: int) -> E
     """The engine input for `job`'s prompt, checked against a generation of `max_tokens`.
 
     Raises `JobInputError` naming the job field at fault: `messages` (or `prompt`) for the
-    conversation, its length and the template, `sampling_params.max_tokens`,
+    conversation, its length and the template, `messages.<i>.content.<j>.image_url` for an
+    inline image that does not load, `sampling_params.max_tokens`,
     `chat_template_kwargs` or `tools`.
     """
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -55,7 +57,14 @@ async def render(job: NativeJob, renderer: OnlineRenderer, max_tokens: int) -> E
     _check_tool_calls(chat)
     request = _request(ChatCompletionRequest, body)
     _materialize_parts(request)
-    _, inputs = await _rendered(renderer.render_chat(request), job.chat_field)
+    try:
+        _, inputs = await _rendered(renderer.render_chat(request), job.chat_field)
+    except (JobInputError, NotImplementedError):  # vLLM's error for a data URL not in base64
+        # vLLM does not say which image failed to load: find it, off the event loop.
+        bad = await asyncio.to_thread(media_parts.bad_image_part, chat, renderer.model_config)
+        if bad is None:
+            raise
+        raise JobInputError(f"{bad.field}: {bad.reason}") from None
     return inputs[0]
 
 
