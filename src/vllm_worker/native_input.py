@@ -40,6 +40,12 @@ class NativeJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    model: str | None = Field(
+        None,
+        description="A served LoRA adapter's name (see /v1/models), or with "
+        "LORA_LOAD_ON_DEMAND an adapter's absolute folder path or hub id; unset or the "
+        "served model's name: the base model.",
+    )
     prompt: str | None = Field(None, description="Text to continue.")
     messages: list[ChatMessage] | None = Field(
         None, min_length=1, description="Chat turns; win over `prompt`."
