@@ -24,7 +24,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from vllm_worker import vllm_errors
 from vllm_worker.errors import JobInputError
 
 if TYPE_CHECKING:
@@ -91,10 +90,12 @@ async def lora_request(
     result = await models.resolve_lora(name)
     if isinstance(result, LoRARequest):
         return result
-    message = vllm_errors.in_worker_terms(result.error.message)
-    raise AdapterError(
-        f"{message} (see the worker's log for the reason)", HTTPStatus(result.error.code)
-    )
+    if result.error.code == HTTPStatus.BAD_REQUEST:  # vLLM logged why; its message hides paths
+        raise AdapterError(
+            f"{name!r} was found but the engine could not load it (the worker's log says why)",
+            HTTPStatus.BAD_REQUEST,
+        )
+    raise AdapterError(_not_served(models, name, on_demand))  # no resolver knew the name
 
 
 def _not_served(models: OpenAIServingModels, name: str, on_demand: bool) -> str:
