@@ -40,12 +40,6 @@ class NativeJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    model: str | None = Field(
-        None,
-        description="A served LoRA adapter's name (see /v1/models), or with "
-        "LORA_LOAD_ON_DEMAND an adapter's absolute folder path or hub id; unset or the "
-        "served model's name: the base model.",
-    )
     prompt: str | None = Field(None, description="Text to continue.")
     messages: list[ChatMessage] | None = Field(
         None, min_length=1, description="Chat turns; win over `prompt`."
@@ -62,6 +56,12 @@ class NativeJob(BaseModel):
         None,
         description="Tool definitions (OpenAI's `tools` shape) the chat template shows the "
         "model; the output is returned as text, not parsed into tool calls.",
+    )
+    model: str | None = Field(
+        None,
+        description="A served LoRA adapter's name (see /v1/models), or with "
+        "LORA_LOAD_ON_DEMAND an adapter's absolute folder path or hub id; unset or the "
+        "served model's name: the base model.",
     )
     sampling_params: dict[str, Any] = Field(
         default_factory=dict, description="Sampling parameters (see the sampling table)."

@@ -73,3 +73,20 @@ def _build(out: Path, seed: int, base: str | None) -> None:
         settings = json.loads(settings_path.read_text())
         settings["base_model_name_or_path"] = base
         settings_path.write_text(json.dumps(settings, indent=2))
+
+
+def peft_greedy_text(adapter: Path, prompt: str, max_tokens: int) -> str:
+    """The greedy continuation of `prompt` by the default model with `adapter`, computed by
+    transformers and peft in this process (float32): the reference vLLM's output should match."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = default_model_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(model, adapter)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = adapted.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+    return str(tokenizer.decode(out[0][ids.shape[1] :], skip_special_tokens=True))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import openai
 import pytest
+from vllm.entrypoints.serve.exception_handling.utils import sanitize_message
 
-from tests.models.lora import ensure_adapter, hub_named_adapter
+from tests.models.lora import ensure_adapter, hub_named_adapter, peft_greedy_text
 from vllm_worker.default_model import HUB_ID
 from vllm_worker.local.testing import LocalEndpoint
 
@@ -129,6 +130,8 @@ def test_unconfigured_adapter_folder_loads_on_demand_on_both_apis(
     by_path = str(folders["a"])  # declares the hub id, the served name, as its base
     adapted = native_text(endpoint, by_path)
     assert adapted != base_text
+    # vLLM applies the adapter as peft does: the same greedy text from transformers + peft.
+    assert adapted == peft_greedy_text(folders["a"], PROMPT, MAX_TOKENS)
     assert openai_text(client, by_path) == adapted
     listed = {card.id: card for card in client.models.list().data}
     assert listed[by_path].root == by_path
@@ -178,5 +181,7 @@ def test_unconfigured_adapter_is_refused_naming_the_setting(folders, tmp_path, r
         with pytest.raises(openai.NotFoundError) as raised:
             openai_text(client_of(endpoint), by_path)
         assert isinstance(raised.value.body, dict)
-        assert raised.value.body["message"] == reason
+        # vLLM's OpenAI errors hide server paths, the one the job named too.
+        assert raised.value.body["message"] == sanitize_message(reason)
+        assert "<path>" in sanitize_message(reason)
         assert native_text(endpoint, CONFIGURED) != native_text(endpoint, None)
