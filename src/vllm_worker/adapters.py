@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 SETTING = "LORA_LOAD_ON_DEMAND"
 #: The name `OnDemandResolver` is registered under in vLLM's `LoRAResolverRegistry`.
 RESOLVER_NAME = "vllm-worker on demand"
+#: What `download` takes of an adapter's hub repository: its config, to check it, then the
+#: files vLLM's LoRA loader reads (`vllm/lora/lora_model.py`: the weights, as safetensors,
+#: .bin or .pt).
+CONFIG_FILES = ["adapter_config.json"]
+ADAPTER_FILES = [*CONFIG_FILES, "adapter_model.*"]
 #: A hub repository id, `owner/name` (the hub's own rule for the characters allowed).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -145,12 +150,15 @@ class OnDemandResolver:
 
         if lora_name.startswith(("/", "~")):
             folder = Path(lora_name).expanduser()
+            self._check(adapter_config(folder, lora_name), lora_name, base_model_name)
         elif _HUB_ID.fullmatch(lora_name):
-            folder = await asyncio.to_thread(download, lora_name, self.downloads)
+            # The config alone first: a repository that is no adapter for this model (a whole
+            # model, say) is refused before anything large is downloaded.
+            folder = await asyncio.to_thread(download, lora_name, self.downloads, CONFIG_FILES)
+            self._check(adapter_config(folder, lora_name), lora_name, base_model_name)
+            await asyncio.to_thread(download, lora_name, self.downloads, ADAPTER_FILES)
         else:
             return None
-        settings = adapter_config(folder, lora_name)
-        self._check(settings, lora_name, base_model_name)
         # vLLM's `resolve_lora` replaces the id with one unique to this worker.
         return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=str(folder))
 
@@ -206,14 +214,15 @@ def adapter_config(folder: Path, name: str) -> dict[str, Any]:
     return settings
 
 
-def download(repo_id: str, downloads: Path) -> Path:
-    """The adapter repository `repo_id`, downloaded from the hub into `downloads` (kept there:
-    under a network volume, the next worker finds it), or `AdapterError`."""
+def download(repo_id: str, downloads: Path, files: list[str]) -> Path:
+    """The `files` (glob patterns) of the hub repository `repo_id`, downloaded into
+    `downloads` (and kept: under a network volume, the next worker finds them); the folder of
+    the repository's snapshot, or `AdapterError`."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, cache_dir=downloads))
+        return Path(snapshot_download(repo_id, cache_dir=downloads, allow_patterns=files))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise AdapterError(f"{repo_id!r} could not be downloaded: {first_line}") from None

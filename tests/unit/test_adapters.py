@@ -197,7 +197,7 @@ def test_a_hub_id_that_cannot_be_downloaded_fails_naming_it(monkeypatch, tmp_pat
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(AdapterError) as raised:
-        adapters.download("acme/no-such-adapter", tmp_path)
+        adapters.download("acme/no-such-adapter", tmp_path, adapters.ADAPTER_FILES)
     assert raised.value.reason.startswith("'acme/no-such-adapter' could not be downloaded: ")
 
 
@@ -235,3 +235,43 @@ def test_native_model_field_is_a_string():
 def test_the_setting_is_off_unless_set():
     assert WorkerSettings.from_env({}).lora_load_on_demand is False
     assert WorkerSettings.from_env({"LORA_LOAD_ON_DEMAND": "true"}).lora_load_on_demand is True
+
+
+class Hub:
+    """Stands in for `adapters.download` (the hub itself is unreachable here): one adapter
+    repository per id, whose files are written where a snapshot would be."""
+
+    def __init__(self, root: Path, repos: dict[str, str]) -> None:
+        self.root = root
+        self.repos = repos  # repo id -> the base model its adapter declares
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def download(self, repo_id: str, downloads: Path, files: list[str]) -> Path:
+        assert downloads == self.root / "downloads"
+        self.asked.append((repo_id, files))
+        snapshot = downloads / repo_id.replace("/", "--")
+        if not snapshot.is_dir():
+            adapter(snapshot, base=self.repos[repo_id])
+        return snapshot
+
+
+def test_a_hub_adapter_is_checked_before_its_weights_are_downloaded(
+    model_folder, tmp_path, resolver, monkeypatch
+):
+    hub = Hub(tmp_path, {"acme/sql-lora": BASE, "acme/whole-model": "acme/other-model"})
+    monkeypatch.setattr(adapters, "download", hub.download)
+    engine = Engine(model_folder)
+    models = serving_models(engine)
+
+    error = refusal(models, "acme/whole-model")
+    assert "is an adapter for 'acme/other-model'" in error.reason
+    assert hub.asked == [("acme/whole-model", adapters.CONFIG_FILES)]  # no weights fetched
+
+    loaded = resolve(models, "acme/sql-lora")
+    snapshot = tmp_path / "downloads" / "acme--sql-lora"
+    assert (loaded.lora_name, loaded.lora_path) == ("acme/sql-lora", str(snapshot))
+    assert hub.asked[1:] == [
+        ("acme/sql-lora", adapters.CONFIG_FILES),
+        ("acme/sql-lora", adapters.ADAPTER_FILES),
+    ]
+    assert engine.loaded == [str(snapshot)]
