@@ -57,7 +57,10 @@ class AdapterError(JobInputError):
     @property
     def err_type(self) -> str:
         """vLLM's name for the error's kind, for OpenAI error bodies."""
-        return "NotFoundError" if self.status == HTTPStatus.NOT_FOUND else "BadRequestError"
+        return {
+            HTTPStatus.NOT_FOUND: "NotFoundError",
+            HTTPStatus.FORBIDDEN: "PermissionDeniedError",
+        }.get(self.status, "BadRequestError")
 
 
 def loadable(name: str) -> bool:
@@ -219,10 +222,24 @@ def download(repo_id: str, downloads: Path, files: list[str]) -> Path:
     `downloads` (and kept: under a network volume, the next worker finds them); the folder of
     the repository's snapshot, or `AdapterError`."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         return Path(snapshot_download(repo_id, cache_dir=downloads, allow_patterns=files))
+    except GatedRepoError:
+        raise AdapterError(
+            f"{repo_id!r} is gated: accept its terms on the hub and set HF_TOKEN",
+            HTTPStatus.FORBIDDEN,
+        ) from None
+    except RepositoryNotFoundError:
+        raise AdapterError(
+            f"{repo_id!r} is not a repository on the hub (a private one needs HF_TOKEN)"
+        ) from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise AdapterError(f"{repo_id!r} could not be downloaded: {first_line}") from None

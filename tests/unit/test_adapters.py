@@ -237,41 +237,64 @@ def test_the_setting_is_off_unless_set():
     assert WorkerSettings.from_env({"LORA_LOAD_ON_DEMAND": "true"}).lora_load_on_demand is True
 
 
-class Hub:
-    """Stands in for `adapters.download` (the hub itself is unreachable here): one adapter
-    repository per id, whose files are written where a snapshot would be."""
+@pytest.fixture
+def hub(fake_hub, monkeypatch):
+    """huggingface_hub pointed at the fake hub (it reads HF_ENDPOINT once, on import), with no
+    token of this shell."""
+    import huggingface_hub.constants as constants
 
-    def __init__(self, root: Path, repos: dict[str, str]) -> None:
-        self.root = root
-        self.repos = repos  # repo id -> the base model its adapter declares
-        self.asked: list[tuple[str, list[str]]] = []
-
-    def download(self, repo_id: str, downloads: Path, files: list[str]) -> Path:
-        assert downloads == self.root / "downloads"
-        self.asked.append((repo_id, files))
-        snapshot = downloads / repo_id.replace("/", "--")
-        if not snapshot.is_dir():
-            adapter(snapshot, base=self.repos[repo_id])
-        return snapshot
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub)
+    template = fake_hub + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HF_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    return fake_hub
 
 
 def test_a_hub_adapter_is_checked_before_its_weights_are_downloaded(
-    model_folder, tmp_path, resolver, monkeypatch
+    hub, model_folder, tmp_path, resolver
 ):
-    hub = Hub(tmp_path, {"acme/sql-lora": BASE, "acme/whole-model": "acme/other-model"})
-    monkeypatch.setattr(adapters, "download", hub.download)
+    """Through the real hub client: the config comes first, the weights only for an adapter
+    of the served model, and nothing else of the repository (its README stays behind)."""
+    from tests import fake_hub
+
+    assert fake_hub.ADAPTER_BASE == BASE
     engine = Engine(model_folder)
     models = serving_models(engine)
+    snapshots = tmp_path / "downloads" / "models--acme--{}" / "snapshots" / fake_hub.COMMIT
 
-    error = refusal(models, "acme/whole-model")
-    assert "is an adapter for 'acme/other-model'" in error.reason
-    assert hub.asked == [("acme/whole-model", adapters.CONFIG_FILES)]  # no weights fetched
+    error = refusal(models, fake_hub.OTHER_ADAPTER)
+    assert error.reason.startswith(
+        f"{fake_hub.OTHER_ADAPTER!r} is an adapter for 'acme/other-model'"
+    )
+    other = Path(str(snapshots).format("other-lora-adapter"))
+    assert sorted(path.name for path in other.iterdir()) == ["adapter_config.json"]
 
-    loaded = resolve(models, "acme/sql-lora")
-    snapshot = tmp_path / "downloads" / "acme--sql-lora"
-    assert (loaded.lora_name, loaded.lora_path) == ("acme/sql-lora", str(snapshot))
-    assert hub.asked[1:] == [
-        ("acme/sql-lora", adapters.CONFIG_FILES),
-        ("acme/sql-lora", adapters.ADAPTER_FILES),
+    loaded = resolve(models, fake_hub.ADAPTER)
+    folder = Path(str(snapshots).format("lora-adapter"))
+    assert (loaded.lora_name, loaded.lora_path) == (fake_hub.ADAPTER, str(folder))
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
     ]
-    assert engine.loaded == [str(snapshot)]
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"stand-in weights"
+    assert engine.loaded == [str(folder)]
+
+
+def test_a_missing_hub_repository_fails_naming_it(hub, model_folder, resolver):
+    error = refusal(serving_models(Engine(model_folder)), "acme/no-such-adapter")
+    assert error.reason == (
+        "'acme/no-such-adapter' is not a repository on the hub (a private one needs HF_TOKEN)"
+    )
+    assert error.status == HTTPStatus.NOT_FOUND
+
+
+def test_a_gated_hub_repository_asks_for_hf_token(hub, model_folder, resolver):
+    from tests import fake_hub
+
+    error = refusal(serving_models(Engine(model_folder)), fake_hub.GATED)
+    assert (
+        error.reason == f"{fake_hub.GATED!r} is gated: accept its terms on the hub and set HF_TOKEN"
+    )
+    assert error.err_type == "PermissionDeniedError"
