@@ -108,6 +108,11 @@ def test_configured_adapter_changes_the_text_alike_on_both_apis(endpoint, client
     adapted = native_text(endpoint, CONFIGURED)
     assert adapted != base_text
     assert openai_text(client, CONFIGURED) == adapted
+    # The worker's own beam search runs on the adapter too: one beam is the greedy text.
+    beam = {"use_beam_search": True, "temperature": 0, "max_tokens": MAX_TOKENS, "ignore_eos": True}
+    done = endpoint.wait_final(endpoint.run({**native_job(CONFIGURED), "sampling_params": beam}))
+    assert done["status"] == "COMPLETED", done
+    assert done["output"][0]["choices"][0]["tokens"] == [adapted]
 
 
 def test_unknown_name_fails_listing_the_served_names(endpoint, client):
