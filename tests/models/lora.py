@@ -2,7 +2,8 @@
 
 Each adapter has random, non-zero weights from a fixed seed, so it changes the model's greedy
 output in a way that repeats from run to run. Adapters are built once into the worker cache
-(atomic rename, as `bench/tiny_model.py` builds its model).
+(atomic rename, as `bench/tiny_model.py` builds its model), apart from the hub downloads of
+`LORA_LOAD_ON_DEMAND` (WORKER_CACHE_DIR/lora).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def ensure_adapter(name: str, seed: int, base: str | None = None) -> Path:
     if None (what peft writes), or a name such as its hub id (what a downloaded adapter says).
     """
     cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
-    target = cache / "lora" / name
+    target = cache / "models" / "lora-adapters" / name  # apart from LORA_LOAD_ON_DEMAND downloads
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
