@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vllm.entrypoints.generate.beam_search.utils import BeamSearchSequence
     from vllm.inputs import EngineInput
     from vllm.logprobs import PromptLogprobs
+    from vllm.lora.request import LoRARequest
     from vllm.tokenizers import TokenizerLike
 
 
@@ -42,6 +43,7 @@ async def search(
     spec: BeamSearch,
     request_id: str,
     tokenizer: TokenizerLike,
+    lora: LoRARequest | None = None,
 ) -> SearchResult:
     from vllm import CompletionOutput, SamplingParams
     from vllm.entrypoints.generate.beam_search.utils import (
@@ -65,7 +67,7 @@ async def search(
     for position in range(spec.max_tokens):
         outputs = await asyncio.gather(
             *(
-                _one_step(engine, beam.get_prompt(), step, f"{request_id}-{position}-{i}")
+                _one_step(engine, beam.get_prompt(), step, f"{request_id}-{position}-{i}", lora)
                 for i, beam in enumerate(beams)
             )
         )
@@ -122,10 +124,14 @@ def candidates_per_beam(width: int, max_logprobs: int) -> int:
 
 
 async def _one_step(
-    engine: EngineClient, prompt: EngineInput, params: SamplingParams, request_id: str
+    engine: EngineClient,
+    prompt: EngineInput,
+    params: SamplingParams,
+    request_id: str,
+    lora: LoRARequest | None,
 ) -> RequestOutput:
     final = None
-    async for output in engine.generate(prompt, params, request_id):
+    async for output in engine.generate(prompt, params, request_id, lora_request=lora):
         final = output
     if final is None:
         raise RuntimeError(f"the engine returned no output for request {request_id}")

@@ -153,6 +153,13 @@ class WorkerSettings(EnvSettings):
         description="Log level of the runpod SDK. The worker starts it at INFO: the SDK's own "
         "default, DEBUG, logs every prompt and streamed output.",
     )
+    lora_load_on_demand: bool = Field(
+        False,
+        description="Let a job's `model` name a LoRA adapter that is not in LORA_MODULES: "
+        "an absolute folder path or a hub id (downloaded into WORKER_CACHE_DIR/lora). It is "
+        "loaded on first use and served like a configured one; the engine keeps the "
+        "MAX_LORAS most recently used. Needs ENABLE_LORA=true.",
+    )
     worker_cache_dir: Path | None = Field(
         None,
         description="Folder where the default model (served when MODEL_NAME is unset and no "

@@ -18,7 +18,15 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
-from vllm_worker import beam, input_bound, native_prompt, pooling_models, sampling, vllm_errors
+from vllm_worker import (
+    adapters,
+    beam,
+    input_bound,
+    native_prompt,
+    pooling_models,
+    sampling,
+    vllm_errors,
+)
 from vllm_worker.batching import BatchPolicy, policy_for
 from vllm_worker.coalesce import coalesce
 from vllm_worker.config import WorkerSettings
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
     from vllm import CompletionOutput, RequestOutput
     from vllm.inputs import EngineInput
     from vllm.logprobs import Logprob, PromptLogprobs
+    from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
@@ -80,6 +89,7 @@ class NativeRequest:
     plan: sampling.Plan
     stream: bool
     policy: BatchPolicy
+    lora: LoRARequest | None = None  # the adapter the job's `model` names; None: base model
 
 
 class NativeKind:
@@ -117,9 +127,11 @@ class NativeKind:
 async def build_request(
     job: NativeJob, state: ServingState, settings: WorkerSettings
 ) -> NativeRequest:
-    """Plan the generation from the sampling parameters and render the prompt with vLLM."""
+    """Plan the generation from the sampling parameters, render the prompt with vLLM and
+    find the adapter `model` names (loading it first with `LORA_LOAD_ON_DEMAND`)."""
     from vllm.sampling_params import RequestOutputKind
 
+    lora = await adapters.lora_request(state.models, job.model, settings.lora_load_on_demand)
     plan = sampling.parse(job.sampling_params)
     incremental = job.stream and plan.best_of is None and plan.beam is None
     plan.params.output_kind = (
@@ -127,7 +139,7 @@ async def build_request(
     )
     max_tokens = plan.beam.max_tokens if plan.beam else plan.params.max_tokens
     prompt = await native_prompt.render(job, state.renderer, max_tokens or 0)
-    return NativeRequest(prompt, plan, incremental, policy_for(job, settings))
+    return NativeRequest(prompt, plan, incremental, policy_for(job, settings), lora)
 
 
 async def generate(
@@ -146,10 +158,13 @@ async def generate(
                 plan.beam,
                 request_id,
                 engine.get_tokenizer(),
+                request.lora,
             )
             yield items.final(result)
             return
-        outputs = engine.generate(request.prompt, plan.params, request_id)
+        outputs = engine.generate(
+            request.prompt, plan.params, request_id, lora_request=request.lora
+        )
         async with aclosing(outputs):
             if not request.stream:
                 async for output in outputs:

@@ -57,6 +57,12 @@ class NativeJob(BaseModel):
         description="Tool definitions (OpenAI's `tools` shape) the chat template shows the "
         "model; the output is returned as text, not parsed into tool calls.",
     )
+    model: str | None = Field(
+        None,
+        description="A served LoRA adapter's name (see /v1/models), or with "
+        "LORA_LOAD_ON_DEMAND an adapter's absolute folder path or hub id; unset or the "
+        "served model's name: the base model.",
+    )
     sampling_params: dict[str, Any] = Field(
         default_factory=dict, description="Sampling parameters (see the sampling table)."
     )

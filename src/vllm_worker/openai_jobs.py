@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_worker import asgi, input_bound, sse, vllm_errors
+from vllm_worker import adapters, asgi, input_bound, sse, vllm_errors
 from vllm_worker.batching import policy_for
 from vllm_worker.coalesce import stream_policy
 from vllm_worker.config import WorkerSettings
@@ -116,7 +116,21 @@ class OpenAIKind:
                 raise OpenAIError(
                     error_json(str(error), "BadRequestError", HTTPStatus.BAD_REQUEST, error.field)
                 ) from None
+            await self._check_model(job.openai_input.get("model"))
         return job
+
+    async def _check_model(self, name: object) -> None:
+        """Make sure the body's `model` is served, loading the adapter it names first with
+        `LORA_LOAD_ON_DEMAND`, so that vLLM's app then finds it (see `adapters`)."""
+        if not isinstance(name, str):
+            return  # vLLM's request validation reports it
+        state = await self._state()
+        try:
+            await adapters.lora_request(state.models, name, self._settings.lora_load_on_demand)
+        except adapters.AdapterError as error:
+            raise OpenAIError(
+                error_json(error.reason, error.err_type, error.status, "model")
+            ) from None
 
     async def _state(self) -> ServingState:
         try:

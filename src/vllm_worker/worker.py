@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from vllm_worker import adapters
 from vllm_worker.config import Config
 from vllm_worker.engine import report_stats
 from vllm_worker.handler import Handler, make_handler
@@ -38,6 +39,8 @@ class Worker:
 
 def build(engine: AsyncLLM, config: Config) -> Worker:
     """The worker on `engine`. Without `start`, the first job sets up the serving layer."""
+    if config.worker.lora_load_on_demand:
+        adapters.register(config)  # before the serving state, which takes the resolvers
     serving = Serving(engine, config.vllm_args)
     kinds: list[JobKind[Any, Any]] = [
         OpenAIKind(serving, config.worker),
