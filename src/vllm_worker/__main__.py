@@ -75,11 +75,11 @@ def main() -> None:
         from vllm_worker.engine import start_engine
 
         # The SDK and vLLM's OpenAI app take about two seconds to import; the engine's own
-        # process keeps this one waiting meanwhile.
+        # process keeps this one waiting meanwhile. Started once that process exists: a
+        # process forked while this thread imports would inherit its import locks held.
         sdk_import = threading.Thread(target=_import, args=(_IMPORTED_DURING_ENGINE_START,))
-        sdk_import.start()
         engine_started = time.perf_counter()
-        engine = start_engine(config)
+        engine = start_engine(config, on_core_started=sdk_import.start)
     except Exception as error:
         gc.enable()
         _start_failed(error, tee.text() if tee else "", config)
