@@ -31,13 +31,14 @@ def start_engine(config: Config, on_core_started: Callable[[], None] = lambda: N
     engine-core process exists (elsewhere: before it is started), for work that may overlap
     the engine's start but not a fork.
     """
+    from vllm import envs
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.executor import Executor
 
     args = engine_args(config)
     # Read before vLLM's CPU platform sets it to spawn while building the configuration.
-    spawn_chosen = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD") == "spawn"
+    spawn_chosen = envs.VLLM_WORKER_MULTIPROC_METHOD == "spawn"
     vllm_config = args.create_engine_config(UsageContext.API_SERVER)
     chosen = "distributed_executor_backend" in config.given
     with _one_cpu_process(vllm_config, chosen, spawn_chosen, on_core_started):
