@@ -30,9 +30,14 @@ _IMPORTED_DURING_ENGINE_START = (
 )
 
 
-def _import(modules: tuple[str, ...]) -> None:
+def _import_and_collect(modules: tuple[str, ...]) -> None:
+    """Import `modules`, then collect the start-up garbage once and freeze what is left out
+    of later collections (as `vllm serve` does): about 0.8 s of this process's time that
+    would otherwise follow the engine's start instead of overlapping it."""
     for name in modules:
         importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
 
 
 def main() -> None:
@@ -75,11 +80,13 @@ def main() -> None:
         from vllm_worker.engine import start_engine
 
         # The SDK and vLLM's OpenAI app take about two seconds to import; the engine's own
-        # process keeps this one waiting meanwhile.
-        sdk_import = threading.Thread(target=_import, args=(_IMPORTED_DURING_ENGINE_START,))
-        sdk_import.start()
+        # process keeps this one waiting meanwhile. Started once that process exists: a
+        # process forked while this thread imports would inherit its import locks held.
+        sdk_import = threading.Thread(
+            target=_import_and_collect, args=(_IMPORTED_DURING_ENGINE_START,)
+        )
         engine_started = time.perf_counter()
-        engine = start_engine(config)
+        engine = start_engine(config, on_core_started=sdk_import.start)
     except Exception as error:
         gc.enable()
         _start_failed(error, tee.text() if tee else "", config)
@@ -111,8 +118,6 @@ def _serve(
 
     warn_if_context_cut(engine, config)
     sdk_import.join()
-    gc.collect()
-    gc.freeze()
     gc.enable()
     watch = EngineWatch(engine)
     watch.start()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from vllm_worker.config import Config, engine_args
@@ -22,19 +22,26 @@ logger = logging.getLogger(__name__)
 DEATH_GRACE_S = 3.0
 
 
-def start_engine(config: Config) -> AsyncLLM:
-    """Create the `AsyncLLMEngine`; its core runs in a child process vLLM spawns.
+def start_engine(config: Config, on_core_started: Callable[[], None] = lambda: None) -> AsyncLLM:
+    """Create the `AsyncLLMEngine`; its core runs in a child process vLLM starts.
 
     On CPU with one model runner, the model runs inside that engine-core process (vLLM's
-    uni-process executor) instead of a third process: see `_one_cpu_process`.
+    uni-process executor) instead of a third process, and that process is forked from this
+    one, not spawned: see `_one_cpu_process`. `on_core_started` runs once, as soon as the
+    engine-core process exists (elsewhere: before it is started), for work that may overlap
+    the engine's start but not a fork.
     """
+    from vllm import envs
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.executor import Executor
 
     args = engine_args(config)
+    # Read before vLLM's CPU platform sets it to spawn while building the configuration.
+    spawn_chosen = envs.VLLM_WORKER_MULTIPROC_METHOD == "spawn"
     vllm_config = args.create_engine_config(UsageContext.API_SERVER)
-    with _one_cpu_process(vllm_config, "distributed_executor_backend" in config.given):
+    chosen = "distributed_executor_backend" in config.given
+    with _one_cpu_process(vllm_config, chosen, spawn_chosen, on_core_started):
         return AsyncLLM(
             vllm_config=vllm_config,
             executor_class=Executor.get_class(vllm_config),
@@ -45,18 +52,28 @@ def start_engine(config: Config) -> AsyncLLM:
 
 
 @contextlib.contextmanager
-def _one_cpu_process(vllm_config: VllmConfig, chosen: bool) -> Iterator[None]:
+def _one_cpu_process(
+    vllm_config: VllmConfig,
+    chosen: bool,
+    spawn_chosen: bool,
+    on_core_started: Callable[[], None],
+) -> Iterator[None]:
     """On CPU, run the model in the engine-core process, bound as vLLM binds a model runner.
 
     vLLM's CPU platform turns the uni-process executor into the multiprocessing one, because
     in a process that embeds vLLM (`LLM` without multiprocessing) it cannot set up OpenMP.
-    `AsyncLLM` always runs the engine core in a process of its own, spawned here, so giving
+    `AsyncLLM` always runs the engine core in a process of its own, started here, so giving
     that process the OpenMP variables vLLM gives its model-runner process (threads pinned to
     the cores it does not reserve for the scheduler) is the same set-up, one process fewer:
     no second import of torch and vLLM at start-up (about 10 s on 2 cores), and no scheduler
     busy-polling the model runner's shared-memory queue on the core the worker and the
     local endpoint run on. GPUs, several model runners, or a backend the user chose keep
     vLLM's choice.
+
+    The engine core is then forked (`engine_fork`), as vLLM does on GPUs: this process has
+    imported torch and vLLM already, a spawned one would import them again (6-7 s). Kept
+    spawned: `VLLM_WORKER_MULTIPROC_METHOD=spawn` set by the user, and multimodal tensors
+    over torch shared memory, which vLLM refuses without spawn (`config/vllm.py`).
     """
     from vllm.platforms import current_platform
 
@@ -67,13 +84,31 @@ def _one_cpu_process(vllm_config: VllmConfig, chosen: bool) -> Iterator[None]:
         or parallel.world_size_across_dp != 1
         or parallel.distributed_executor_backend != "mp"
     ):
+        on_core_started()
         yield
         return
     from vllm.utils.ompmultiprocessing import OMPProcessManager
 
+    from vllm_worker.engine_fork import forked_engine_core
+
     parallel.distributed_executor_backend = "uni"
-    with OMPProcessManager(vllm_config).configure_omp_envs(rank=0, local_rank=0):
-        yield
+    omp = OMPProcessManager(vllm_config)
+    with omp.configure_omp_envs(rank=0, local_rank=0):
+        if spawn_chosen or not _may_fork(vllm_config):
+            on_core_started()
+            yield
+            return
+        cpus = None if omp.skip_setup else omp.cpu_lists[0]
+        with forked_engine_core(cpus, on_core_started):
+            yield
+
+
+def _may_fork(vllm_config: VllmConfig) -> bool:
+    """Whether the engine core may be forked: not for multimodal tensors over torch shared
+    memory (vLLM: "torch_shm is known to fail without VLLM_WORKER_MULTIPROC_METHOD set to
+    spawn")."""
+    multimodal = vllm_config.model_config.multimodal_config
+    return multimodal is None or multimodal.mm_tensor_ipc != "torch_shm"
 
 
 async def warm_up(engine: AsyncLLM) -> None:

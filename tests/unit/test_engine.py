@@ -1,9 +1,12 @@
 """The worker exits non-zero once its engine is dead (checked in a child process)."""
 
+import os
 import subprocess
 import sys
 import textwrap
 from typing import ClassVar
+
+import pytest
 
 SCRIPT = textwrap.dedent(
     """
@@ -78,6 +81,8 @@ async def test_a_dead_engine_fails_the_waiting_requests_at_once():
 
 class _FakeOmp:
     entered: ClassVar[list[tuple[int, int]]] = []
+    skip_setup = False
+    cpu_lists: ClassVar[list[list[int]]] = [[0]]
 
     def __init__(self, vllm_config: object) -> None:
         pass
@@ -89,26 +94,76 @@ class _FakeOmp:
         return contextlib.nullcontext()
 
 
-def _config(world_size: int = 1, backend: str = "mp"):
+def _config(world_size: int = 1, backend: str = "mp", ipc: str | None = None):
     import types
 
     parallel = types.SimpleNamespace(
         world_size_across_dp=world_size, distributed_executor_backend=backend
     )
-    return types.SimpleNamespace(parallel_config=parallel)
+    multimodal = None if ipc is None else types.SimpleNamespace(mm_tensor_ipc=ipc)
+    model = types.SimpleNamespace(multimodal_config=multimodal)
+    return types.SimpleNamespace(parallel_config=parallel, model_config=model)
 
 
-def test_on_cpu_one_model_runner_runs_in_the_engine_core_bound_as_vllm_binds_it(monkeypatch):
+METHOD = "VLLM_WORKER_MULTIPROC_METHOD"
+
+
+def test_on_cpu_one_model_runner_runs_in_a_forked_engine_core_bound_as_vllm_binds_it(
+    monkeypatch,
+):
+    from vllm.utils import ompmultiprocessing
+
+    from vllm_worker import engine_fork
+    from vllm_worker.engine import _one_cpu_process
+
+    monkeypatch.setattr(ompmultiprocessing, "OMPProcessManager", _FakeOmp)
+    monkeypatch.setenv(METHOD, "spawn")  # what vLLM's CPU platform sets
+    armed = []
+    monkeypatch.setattr(
+        engine_fork, "forked_engine_core", lambda cpus, then: _record(armed, cpus, then)
+    )
+    _FakeOmp.entered = []
+    config = _config()
+    started = []
+    with _one_cpu_process(config, False, False, lambda: started.append(1)):  # type: ignore[arg-type]
+        assert config.parallel_config.distributed_executor_backend == "uni"
+        assert _FakeOmp.entered == [(0, 0)]  # the engine core is started inside
+        assert armed == [[0]]  # forked, bound to vLLM's CPU list for the model runner
+    assert started == [1]
+
+
+def _record(armed: list, cpus: list[int] | None, then):
+    import contextlib
+
+    @contextlib.contextmanager
+    def block():
+        armed.append(cpus)
+        yield
+        then()
+
+    return block()
+
+
+@pytest.mark.parametrize(
+    ("spawn_chosen", "ipc"), [(True, None), (False, "torch_shm")], ids=["user", "torch_shm"]
+)
+def test_a_spawn_the_user_or_vllm_needs_keeps_one_spawned_engine_core(
+    monkeypatch, spawn_chosen, ipc
+):
     from vllm.utils import ompmultiprocessing
 
     from vllm_worker.engine import _one_cpu_process
 
     monkeypatch.setattr(ompmultiprocessing, "OMPProcessManager", _FakeOmp)
+    monkeypatch.setenv(METHOD, "spawn")
     _FakeOmp.entered = []
-    config = _config()
-    with _one_cpu_process(config, chosen=False):  # type: ignore[arg-type]
+    config = _config(ipc=ipc)
+    started = []
+    with _one_cpu_process(config, False, spawn_chosen, lambda: started.append(1)):  # type: ignore[arg-type]
         assert config.parallel_config.distributed_executor_backend == "uni"
-        assert _FakeOmp.entered == [(0, 0)]  # the engine core is spawned inside
+        assert os.environ[METHOD] == "spawn"
+        assert started == [1]  # before the engine core starts, as on GPUs
+    assert started == [1]
 
 
 def test_a_chosen_backend_several_runners_or_a_gpu_keep_vllms_choice(monkeypatch):
@@ -118,15 +173,19 @@ def test_a_chosen_backend_several_runners_or_a_gpu_keep_vllms_choice(monkeypatch
     from vllm_worker.engine import _one_cpu_process
 
     monkeypatch.setattr(ompmultiprocessing, "OMPProcessManager", _FakeOmp)
+    monkeypatch.setenv(METHOD, "spawn")
     _FakeOmp.entered = []
+    started = []
     for config, chosen in ((_config(), True), (_config(world_size=2), False)):
-        with _one_cpu_process(config, chosen):  # type: ignore[arg-type]
+        with _one_cpu_process(config, chosen, False, lambda: started.append(1)):  # type: ignore[arg-type]
             assert config.parallel_config.distributed_executor_backend == "mp"
+            assert os.environ[METHOD] == "spawn"
     monkeypatch.setattr(current_platform, "is_cpu", lambda: False)
     config = _config()
-    with _one_cpu_process(config, chosen=False):  # type: ignore[arg-type]
+    with _one_cpu_process(config, False, False, lambda: started.append(1)):  # type: ignore[arg-type]
         assert config.parallel_config.distributed_executor_backend == "mp"
     assert _FakeOmp.entered == []
+    assert started == [1, 1, 1]
 
 
 class _RecordingEngine:
