@@ -23,7 +23,7 @@ KITTEN = "A kitten is lying on a rug."
 TAX = "The deadline for filing your income tax return is April 15."
 SENTENCES = [CAT, KITTEN, TAX]
 
-#: The documented request (docs/models-embeddings.md), exactly.
+#: README's request (Models > Embedding models), exactly.
 EMBEDDINGS_REQUEST = {"model": HUB_ID, "input": SENTENCES, "encoding_format": "float"}
 
 

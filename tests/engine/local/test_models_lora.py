@@ -70,6 +70,7 @@ def client(endpoint):
 
 
 def native_job(model: str | None) -> dict:
+    """The job of a test; `native_job(CONFIGURED)` is README's recipe (Models > LoRA adapters)."""
     job: dict = {"prompt": PROMPT, "sampling_params": {"temperature": 0, "max_tokens": MAX_TOKENS}}
     if model is not None:
         job["model"] = model

@@ -42,6 +42,20 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 #: Enough for the grammar-forced call: on this model `<tool_call>` alone is 8 tokens.
 CALL_TOKENS = 100
+#: README's tool-calling request (Models > Tool calling), beside the served model's name.
+FORCED_CALL = {
+    "messages": QUESTION,
+    "tools": [WEATHER_TOOL],
+    "tool_choice": "required",
+    "temperature": 0,
+    "max_tokens": CALL_TOKENS,
+}
+#: README's reasoning request (Models > Reasoning models), beside the served model's name.
+REASONING_REQUEST = {
+    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    "temperature": 0,
+    "max_tokens": 20,
+}
 
 
 def client_of(endpoint: LocalEndpoint) -> Any:
@@ -135,9 +149,7 @@ class TestToolCalls:
         assert parts["content"] == "" and parts["finish"] == finish
 
     def test_tool_result_is_answered(self, client, model):
-        first = self.ask(
-            client, model, messages=QUESTION, tool_choice="required", max_tokens=CALL_TOKENS
-        )
+        first = client.chat.completions.create(model=model, **FORCED_CALL)
         call = first.choices[0].message.tool_calls[0]
         result = "18 degrees and sunny"
         conversation = [
@@ -168,7 +180,7 @@ class TestToolCalls:
         assert answer.usage.prompt_tokens > first.usage.prompt_tokens + len(result.split())
 
     def test_call_cut_by_max_tokens_stays_text(self, client, model):
-        """vLLM's own server does the same (see docs/models-tools.md): a forced call cut
+        """vLLM's own server does the same (see README, Models > Tool calling): a forced call cut
         before `</tool_call>` fails the hermes parser, and the text comes back as content."""
         whole = self.ask(client, model, messages=QUESTION, tool_choice=NAMED, max_tokens=12)
         choice = whole.choices[0]
@@ -193,10 +205,7 @@ class TestReasoning:
 
     def ask(self, client: Any, **fields: Any) -> Any:
         model = client.models.list().data[0].id
-        question = [{"role": "user", "content": "What is the capital of France?"}]
-        return client.chat.completions.create(
-            model=model, messages=question, temperature=0, max_tokens=20, **fields
-        )
+        return client.chat.completions.create(model=model, **REASONING_REQUEST, **fields)
 
     def test_reasoning_comes_apart_from_the_answer(self, client):
         choice = self.ask(client).choices[0]

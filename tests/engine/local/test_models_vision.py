@@ -39,6 +39,10 @@ def conversation(*urls: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [*parts, {"type": "text", "text": QUESTION}]}]
 
 
+#: README's native job (Models > Vision models): a red 40x30 PNG and the question.
+IMAGE_JOB = {"messages": conversation(png_url("red")), "sampling_params": SAMPLING}
+
+
 @pytest.fixture(scope="module")
 def model() -> Path:
     return ensure_tiny_idefics3()
@@ -102,9 +106,9 @@ def test_openai_client_counts_the_image_in_the_prompt(client, model):
 
 
 def test_native_messages_count_the_same_prompt_as_openai(client, endpoint, model):
-    for urls in ((png_url("red"),), ()):
-        openai = chat(client, model, conversation(*urls))
-        done = native(endpoint, {"messages": conversation(*urls), "sampling_params": SAMPLING})
+    for job in (IMAGE_JOB, {"messages": conversation(), "sampling_params": SAMPLING}):
+        openai = chat(client, model, job["messages"])
+        done = native(endpoint, job)
         assert done["status"] == "COMPLETED", done
         usage = done["output"][0]["usage"]
         assert usage == {"input": openai.usage.prompt_tokens, "output": 3}
