@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vllm_worker.config import WorkerSettings
 
@@ -41,43 +43,61 @@ CORPUS = [
 
 def ensure_tiny_model() -> Path:
     """The model's folder under the worker cache, built on first use (a few seconds)."""
+    return built_once(Path("models") / NAME, _build)
+
+
+def built_once(relative: Path, build: Callable[[Path], None]) -> Path:
+    """`relative` under the worker cache, made by `build(folder)` on first use.
+
+    Built in a temporary folder next to it and renamed into place, so a folder that exists is
+    complete, whatever a concurrent or interrupted build did; readable by others, as the
+    default model is.
+    """
     cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
-    target = cache / "models" / NAME
+    target = cache / relative
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{NAME}.tmp-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _build(work)
-        for path in [work, *work.iterdir()]:  # readable by others, as the default model is
+        build(work)
+        for path in [work, *work.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        os.replace(work, target)  # the folder exists only once complete
+        os.replace(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
 
 
-def _build(out: Path) -> None:
-    import torch
+def chatml_tokenizer(corpus: list[str], vocab_size: int, special: list[str] = SPECIAL) -> Any:
+    """A byte-level BPE (as the default model's) trained on `corpus` with the ChatML `special`
+    tokens; BOS `<|im_start|>`, EOS and padding `<|im_end|>`. Training is deterministic."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=SPECIAL,
+        vocab_size=vocab_size,
+        special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    bpe.train_from_iterator(CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    bpe.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         unk_token="<|endoftext|>",
         pad_token="<|im_end|>",
     )
+
+
+def _build(out: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chatml_tokenizer(CORPUS, vocab_size=512)
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -9,13 +9,10 @@ output in a way that repeats from run to run. Adapters are built once into the w
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from bench.tiny_model import built_once
 from tests.helpers import default_model_folder
-from vllm_worker.config import WorkerSettings
 from vllm_worker.default_model import HUB_ID
 
 #: Rank of the built adapters; vLLM's default `MAX_LORA_RANK` (16) serves it.
@@ -30,18 +27,8 @@ def ensure_adapter(name: str, seed: int, base: str | None = None) -> Path:
     `base` is the `base_model_name_or_path` the adapter declares: the default model's folder
     if None (what peft writes), or a name such as its hub id (what a downloaded adapter says).
     """
-    cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
-    target = cache / "models" / "lora-adapters" / name  # apart from LORA_LOAD_ON_DEMAND downloads
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
-    try:
-        _build(work, seed, base)
-        os.replace(work, target)  # the folder exists only once complete
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    relative = Path("models") / "lora-adapters" / name  # apart from LORA_LOAD_ON_DEMAND downloads
+    return built_once(relative, lambda folder: _build(folder, seed, base))
 
 
 def hub_named_adapter(name: str, seed: int) -> Path:

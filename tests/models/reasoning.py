@@ -12,12 +12,9 @@ bigram chain run by vLLM's real Llama implementation. Nothing is downloaded.
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from vllm_worker.config import WorkerSettings
+from bench.tiny_model import built_once, chatml_tokenizer
 
 NAME = "test-reasoning-llama"
 
@@ -51,45 +48,16 @@ def ensure_reasoning_model() -> Path:
     """The model's folder under the worker cache, built on first use (a few seconds) and
     renamed into place only once complete, so a concurrent or interrupted build leaves no
     half-written model."""
-    cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
-    target = cache / "models" / NAME
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{NAME}.tmp-", dir=target.parent))
-    try:
-        _build(work)
-        for path in [work, *work.iterdir()]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        os.replace(work, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    return built_once(Path("models") / NAME, _build)
 
 
 def _tokenizer():  # type: ignore[no-untyped-def]
     """A byte-level BPE trained on `CORPUS`, ChatML specials, the think markers added as
     ordinary (not special) tokens so decoded text keeps them, as DeepSeek-R1's tokenizer does."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import AddedToken
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(CORPUS, trainer)
-    bpe.add_tokens([AddedToken(THINK, special=False), AddedToken(END_THINK, special=False)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token=EOS,
-        unk_token="<|endoftext|>",
-        pad_token=EOS,
-    )
+    tokenizer = chatml_tokenizer(CORPUS, vocab_size=400)
+    tokenizer.add_tokens([AddedToken(THINK, special=False), AddedToken(END_THINK, special=False)])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 

@@ -16,13 +16,10 @@ the model says. Nothing is downloaded.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from vllm_worker.config import WorkerSettings
+from bench.tiny_model import built_once, chatml_tokenizer
 
 NAME = "test-tiny-idefics3"
 #: The text that stands for one image in a prompt; vLLM expands it to the image's tokens.
@@ -75,20 +72,7 @@ def ensure_tiny_idefics3() -> Path:
 
     Built in a temporary folder and renamed into place, so a folder that exists is complete.
     """
-    cache = WorkerSettings.from_env(os.environ).cache_dir(os.environ.get("XDG_CACHE_HOME"))
-    target = cache / "models" / NAME
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{NAME}.tmp-", dir=target.parent))
-    try:
-        _build(work)
-        for path in [work, *work.iterdir()]:  # readable by others, as the default model is
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        os.replace(work, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    return built_once(Path("models") / NAME, _build)
 
 
 def image_prompt_tokens(config: dict[str, Any]) -> int:
@@ -106,7 +90,6 @@ def image_prompt_tokens(config: dict[str, Any]) -> int:
 
 def _build(out: Path) -> None:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
@@ -114,25 +97,9 @@ def _build(out: Path) -> None:
         Idefics3Processor,
         Idefics3VisionConfig,
         LlamaConfig,
-        PreTrainedTokenizerFast,
     )
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|im_end|>",
-    )
+    tokenizer = chatml_tokenizer(CORPUS, vocab_size=512, special=SPECIAL)
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
