@@ -14,7 +14,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bench.tiny_model import built_once, chatml_tokenizer
+from bench.tiny_model import CHAT_TEMPLATE as TINY_CHAT_TEMPLATE
+from bench.tiny_model import built_once, chatml_tokenizer, tiny_llama_config
 
 NAME = "test-reasoning-llama"
 
@@ -26,14 +27,9 @@ CONTENT_WORDS = ["Paris", "."]
 REASONING = "".join(REASONING_WORDS)
 CONTENT = "".join(CONTENT_WORDS)
 
-#: ChatML; the generation prompt ends with a newline, the token the chain starts from.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+#: ChatML (`bench.tiny_model.CHAT_TEMPLATE`); the generation prompt ends with a newline, the
+#: token the chain starts from.
+CHAT_TEMPLATE = TINY_CHAT_TEMPLATE
 EOS = "<|im_end|>"
 CORPUS = [
     "The capital of France is Paris. The capital of Italy is Rome.",
@@ -83,24 +79,11 @@ def answer_ids(tokenizer) -> list[int]:  # type: ignore[no-untyped-def]
 
 def _build(out: Path) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tokenizer = _tokenizer()
     chain = answer_ids(tokenizer)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,  # CPU attention rejects 16
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    config = tiny_llama_config(tokenizer, max_position_embeddings=1024, tie_word_embeddings=False)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():

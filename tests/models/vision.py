@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.tiny_model import built_once, chatml_tokenizer
+from bench.tiny_model import built_once, chatml_tokenizer, tiny_llama_config
 
 NAME = "test-tiny-idefics3"
 #: The text that stands for one image in a prompt; vLLM expands it to the image's tokens.
@@ -96,24 +96,10 @@ def _build(out: Path) -> None:
         Idefics3ImageProcessorPil,
         Idefics3Processor,
         Idefics3VisionConfig,
-        LlamaConfig,
     )
 
     tokenizer = chatml_tokenizer(CORPUS, vocab_size=512, special=SPECIAL)
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,  # CPU attention rejects 16
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
+    text = tiny_llama_config(tokenizer)
     vision = Idefics3VisionConfig(
         hidden_size=128,
         intermediate_size=256,
