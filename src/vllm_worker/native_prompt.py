@@ -12,10 +12,11 @@ rendered input (vLLM deprecates handing it raw prompts).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from vllm_worker import media_parts, vllm_errors
 from vllm_worker.errors import JobInputError, describe
@@ -74,16 +75,21 @@ def _check_tool_calls(messages: list[dict[str, Any]]) -> None:
     vLLM's request model checks them (with the same type) only after the whole request, and
     reports a bad one without its place in the conversation.
     """
-    from openai.types.chat import ChatCompletionMessageToolCallUnionParam
-    from pydantic import TypeAdapter
-
-    calls = TypeAdapter(list[ChatCompletionMessageToolCallUnionParam])
     for i, message in enumerate(messages):
         if message.get("tool_calls") is not None:
             try:
-                calls.validate_python(message["tool_calls"])
+                _tool_calls_type().validate_python(message["tool_calls"])
             except ValidationError as error:
                 raise JobInputError(describe(error, f"messages.{i}.tool_calls")) from None
+
+
+@functools.cache
+def _tool_calls_type() -> TypeAdapter[list[Any]]:
+    """The openai package's type of a turn's `tool_calls`, built once: building a pydantic
+    adapter costs about 3 ms, more than rendering the whole conversation."""
+    from openai.types.chat import ChatCompletionMessageToolCallUnionParam
+
+    return TypeAdapter(list[ChatCompletionMessageToolCallUnionParam])
 
 
 def _materialize_parts(request: ChatCompletionRequest) -> None:
