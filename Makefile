@@ -22,7 +22,7 @@ run: model
 test: model
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
-## Measure the worker against raw vLLM on this machine (about 15 minutes) and write
+## Measure the worker against raw vLLM on this machine (about 30 minutes) and write
 ## docs/benchmark.md and docs/benchmark.png; BENCH_ARGS=--quick checks the pipeline in ~3.
 bench: model
 	$(PY) -m bench $(BENCH_ARGS)
