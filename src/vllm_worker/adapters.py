@@ -151,17 +151,17 @@ class OnDemandResolver:
     async def resolve_lora(self, base_model_name: str, lora_name: str) -> LoRARequest | None:
         from vllm.lora.request import LoRARequest
 
+        if not loadable(lora_name):
+            return None
         if lora_name.startswith(("/", "~")):
             folder = Path(lora_name).expanduser()
             self._check(adapter_config(folder, lora_name), lora_name, base_model_name)
-        elif _HUB_ID.fullmatch(lora_name):
+        else:  # a hub id
             # The config alone first: a repository that is no adapter for this model (a whole
             # model, say) is refused before anything large is downloaded.
             folder = await asyncio.to_thread(download, lora_name, self.downloads, CONFIG_FILES)
             self._check(adapter_config(folder, lora_name), lora_name, base_model_name)
             await asyncio.to_thread(download, lora_name, self.downloads, ADAPTER_FILES)
-        else:
-            return None
         # vLLM's `resolve_lora` replaces the id with one unique to this worker.
         return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=str(folder))
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bench.tiny_model import CHAT_TEMPLATE as TINY_CHAT_TEMPLATE
-from bench.tiny_model import built_once, chatml_tokenizer, tiny_llama_config
+from bench.tiny_model import CHAT_TEMPLATE, built_once, chatml_tokenizer, tiny_llama_config
 
 NAME = "test-reasoning-llama"
 
@@ -27,9 +26,6 @@ CONTENT_WORDS = ["Paris", "."]
 REASONING = "".join(REASONING_WORDS)
 CONTENT = "".join(CONTENT_WORDS)
 
-#: ChatML (`bench.tiny_model.CHAT_TEMPLATE`); the generation prompt ends with a newline, the
-#: token the chain starts from.
-CHAT_TEMPLATE = TINY_CHAT_TEMPLATE
 EOS = "<|im_end|>"
 CORPUS = [
     "The capital of France is Paris. The capital of Italy is Rome.",
@@ -54,6 +50,7 @@ def _tokenizer():  # type: ignore[no-untyped-def]
 
     tokenizer = chatml_tokenizer(CORPUS, vocab_size=400)
     tokenizer.add_tokens([AddedToken(THINK, special=False), AddedToken(END_THINK, special=False)])
+    # ChatML: the generation prompt ends with a newline, the token the chain starts from.
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
